@@ -1,0 +1,63 @@
+"""Attention masks and key/value caches.
+
+A cache (also the read-only `memory` a prefix leaves behind) is a dict:
+  k, v:       [L, M, S, K, H]  keys (after RoPE) and values of every layer
+  positions:  [M, S]           position of each slot
+  mask:       [M, S]           which slots hold a real token
+M is the batch, or 1 for a prefix shared by the whole batch (never broadcast
+in memory: attention contracts it without a batch dimension).
+"""
+
+import jax
+import jax.numpy as jnp
+
+from icl_iwl.model import presets
+
+Cache = dict[str, jax.Array]
+
+
+def causal_mask(segment_ids_BT: jax.Array) -> jax.Array:
+  """[B, T, T] bool: same non-zero segment and key index <= query index.
+
+  Segment 0 is padding; packed sequences use segments 1, 2, ...
+  """
+  t = segment_ids_BT.shape[1]
+  same = segment_ids_BT[:, :, None] == segment_ids_BT[:, None, :]
+  real = (segment_ids_BT != 0)[:, None, :]
+  return same & real & jnp.tril(jnp.ones((t, t), bool))[None]
+
+
+def init(
+    config: presets.GemmaConfig, batch: int, length: int, dtype=jnp.float32
+) -> Cache:
+  """An empty cache of `length` slots for `batch` rows."""
+  shape = (config.num_layers, batch, length, config.num_kv_heads, config.head_dim)
+  return {
+      'k': jnp.zeros(shape, dtype),
+      'v': jnp.zeros(shape, dtype),
+      'positions': jnp.zeros((batch, length), jnp.int32),
+      'mask': jnp.zeros((batch, length), bool),
+  }
+
+
+def from_kv(kv: Cache, positions_BT: jax.Array, mask_BT: jax.Array) -> Cache:
+  """The memory left by a forward pass: its keys/values, positions and mask."""
+  return {'k': kv['k'], 'v': kv['v'], 'positions': positions_BT, 'mask': mask_BT}
+
+
+def write(
+    cache: Cache, kv: Cache, positions_BT: jax.Array, mask_BT: jax.Array,
+    index: jax.Array | int,
+) -> Cache:
+  """Writes T new slots (kv from a forward pass) at slot `index` of the cache."""
+  dtype = cache['k'].dtype
+  return {
+      'k': jax.lax.dynamic_update_slice_in_dim(
+          cache['k'], kv['k'].astype(dtype), index, axis=2),
+      'v': jax.lax.dynamic_update_slice_in_dim(
+          cache['v'], kv['v'].astype(dtype), index, axis=2),
+      'positions': jax.lax.dynamic_update_slice_in_dim(
+          cache['positions'], positions_BT.astype(jnp.int32), index, axis=1),
+      'mask': jax.lax.dynamic_update_slice_in_dim(
+          cache['mask'], mask_BT, index, axis=1),
+  }

@@ -1,0 +1,278 @@
+"""Our Gemma (1, 2 and 3) in Flax Linen, with the gemma library's param names.
+
+Dimension letters: see `layers.py` (B, T, S, N, K, G, H, D, F, V, C); L layers,
+M memory batch (B, or 1 for a prefix shared by the batch).
+
+Param tree (identical to gemma checkpoints):
+  embedder/input_embedding                       [V, D]
+  layer_i/pre_attention_norm/scale               [D]
+  layer_i/attn/q_einsum/w                        [N, D, H]     (K < N)
+  layer_i/attn/kv_einsum/w                       [2, K, D, H]  (K < N)
+  layer_i/attn/qkv_einsum/w                      [3, N, D, H]  (K == N)
+  layer_i/attn/_query_norm/scale, _key_norm/scale [H]          (Gemma 3)
+  layer_i/attn/attn_vec_einsum/w                 [N, H, D]
+  layer_i/post_attention_norm/scale              [D]           (Gemma 2/3)
+  layer_i/pre_ffw_norm/scale                     [D]
+  layer_i/mlp/gating_einsum                      [2, F, D] or [2, D, F]
+  layer_i/mlp/linear                             [F, D]
+  layer_i/post_ffw_norm/scale                    [D]           (Gemma 2/3)
+  final_norm/scale                               [D]
+"""
+
+from typing import Any
+
+from flax import linen as nn
+import jax
+import jax.numpy as jnp
+
+from icl_iwl.model import cache as cache_lib
+from icl_iwl.model import layers
+from icl_iwl.model.presets import AttentionType, GemmaConfig
+
+Dtype = Any
+K_MASK = -2.3819763e38  # Logit of a masked key: exp() underflows to exactly 0.
+
+
+def _constrain(x: jax.Array, axes: tuple[str | None, ...]) -> jax.Array:
+  """Logical sharding constraint on an activation (no-op outside a mesh)."""
+  return nn.with_logical_constraint(x, axes)
+
+
+class Attention(nn.Module):
+  """Grouped-query attention over an optional memory plus the current tokens."""
+
+  config: GemmaConfig
+  attn_type: AttentionType
+  dtype: Dtype = jnp.float32
+  param_dtype: Dtype = jnp.float32
+
+  def setup(self):
+    c = self.config
+    dt = dict(dtype=self.dtype, param_dtype=self.param_dtype)
+    if c.num_kv_heads == c.num_heads:
+      self.qkv_einsum = layers.Einsum(
+          (3, c.num_heads, c.embed_dim, c.head_dim),
+          (None, 'heads', 'embed', 'head_dim'), **dt)
+    else:
+      self.q_einsum = layers.Einsum(
+          (c.num_heads, c.embed_dim, c.head_dim),
+          ('heads', 'embed', 'head_dim'), **dt)
+      self.kv_einsum = layers.Einsum(
+          (2, c.num_kv_heads, c.embed_dim, c.head_dim),
+          (None, 'kv_heads', 'embed', 'head_dim'), **dt)
+    self.attn_vec_einsum = layers.Einsum(
+        (c.num_heads, c.head_dim, c.embed_dim),
+        ('heads', 'head_dim', 'embed'), **dt)
+    if c.use_qk_norm:
+      self._query_norm = layers.RMSNorm(c.norm_eps, self.param_dtype)
+      self._key_norm = layers.RMSNorm(c.norm_eps, self.param_dtype)
+
+  def __call__(
+      self,
+      x_BTD: jax.Array,
+      positions_BT: jax.Array,
+      mask_BTT: jax.Array,
+      memory: cache_lib.Cache | None,
+  ) -> tuple[jax.Array, dict[str, jax.Array]]:
+    """Attends from the T tokens to memory slots and to themselves.
+
+    Args:
+      x_BTD: [B, T, D] normed inputs.
+      positions_BT: [B, T] positions of the inputs.
+      mask_BTT: [B, T, T] which inputs each input may attend to.
+      memory: this layer's {'k', 'v': [M, S, K, H], 'positions', 'mask': [M, S]}
+        or None. A slot is visible if it is real and its position <= the query's.
+
+    Returns:
+      ([B, T, D] output, {'k', 'v': [B, T, K, H]} of the T tokens).
+    """
+    c = self.config
+    if c.num_kv_heads == c.num_heads:
+      q_BTNH, k_BTKH, v_BTKH = self.qkv_einsum('BTD,CNDH->CBTNH', x_BTD)
+    else:
+      q_BTNH = self.q_einsum('BTD,NDH->BTNH', x_BTD)
+      k_BTKH, v_BTKH = self.kv_einsum('BTD,CKDH->CBTKH', x_BTD)
+    if c.use_qk_norm:
+      q_BTNH = self._query_norm(q_BTNH)
+      k_BTKH = self._key_norm(k_BTKH)
+    local = self.attn_type == AttentionType.LOCAL
+    base = c.local_rope_base if local else c.global_rope_base
+    scale = 1.0 if local else c.global_rope_scale
+    q_BTNH = layers.apply_rope(q_BTNH, positions_BT, base, scale) * jnp.asarray(
+        c.query_scale, self.dtype)
+    k_BTKH = layers.apply_rope(k_BTKH, positions_BT, base, scale)
+    q_BTNH = _constrain(q_BTNH, ('batch', 'length', 'act_heads', None))
+
+    b, t, n, h = q_BTNH.shape
+    q_BTKGH = q_BTNH.reshape(b, t, c.num_kv_heads, n // c.num_kv_heads, h)
+    # [B, T, K, G, T]
+    logits = layers.einsum('BTKGH,BSKH->BTKGS', q_BTKGH, k_BTKH, self.dtype,
+                           jnp.float32)
+    mask_BTS, key_pos_BS = mask_BTT, positions_BT
+    if memory is not None:
+      mem_k, mem_v = memory['k'], memory['v']
+      # [B, T, K, G, S]
+      mem_logits = self._memory_einsum('BTKGH,{}SKH->BTKGS', q_BTKGH, mem_k,
+                                       jnp.float32)
+      logits = jnp.concatenate([mem_logits, logits], axis=-1)
+      mem_pos_BS = jnp.broadcast_to(memory['positions'], (b, mem_k.shape[1]))
+      mem_mask_BTS = memory['mask'][:, None, :] & (
+          mem_pos_BS[:, None, :] <= positions_BT[:, :, None])
+      mask_BTS = jnp.concatenate([mem_mask_BTS, mask_BTT], axis=-1)
+      key_pos_BS = jnp.concatenate([mem_pos_BS, positions_BT], axis=-1)
+    if c.attn_logit_softcap is not None:
+      logits = jnp.tanh(logits / c.attn_logit_softcap) * c.attn_logit_softcap
+    if local:
+      mask_BTS = mask_BTS & (
+          key_pos_BS[:, None, :] > positions_BT[:, :, None] - c.sliding_window)
+    logits = jnp.where(mask_BTS[:, :, None, None, :], logits, K_MASK)
+    probs = jax.nn.softmax(logits, axis=-1).astype(self.dtype)
+
+    if memory is None:
+      enc_BTKGH = layers.einsum('BTKGS,BSKH->BTKGH', probs, v_BTKH, self.dtype)
+    else:
+      s = mem_v.shape[1]
+      enc_BTKGH = layers.einsum(
+          'BTKGS,BSKH->BTKGH', probs[..., s:], v_BTKH, self.dtype, jnp.float32)
+      enc_BTKGH += self._memory_einsum(
+          'BTKGS,{}SKH->BTKGH', probs[..., :s], mem_v, jnp.float32)
+      enc_BTKGH = enc_BTKGH.astype(self.dtype)
+    out_BTD = self.attn_vec_einsum('BTNH,NHD->BTD', enc_BTKGH.reshape(b, t, n, h))
+    return out_BTD, {'k': k_BTKH, 'v': v_BTKH}
+
+  def _memory_einsum(self, eqn: str, x: jax.Array, mem: jax.Array, out_dtype):
+    """Contracts with a memory of batch M = B, or M = 1 without broadcasting."""
+    if mem.shape[0] == 1 and x.shape[0] != 1:
+      return layers.einsum(eqn.format(''), x, mem[0], self.dtype, out_dtype)
+    return layers.einsum(eqn.format('B'), x, mem, self.dtype, out_dtype)
+
+
+class FeedForward(nn.Module):
+  """GeGLU MLP (tanh-approximated GELU)."""
+
+  config: GemmaConfig
+  dtype: Dtype = jnp.float32
+  param_dtype: Dtype = jnp.float32
+
+  @nn.compact
+  def __call__(self, x_BTD: jax.Array) -> jax.Array:
+    """[B, T, D] -> [B, T, D]."""
+    c = self.config
+    init = nn.initializers.normal()
+    if c.transpose_gating_einsum:
+      shape, axes, eqn = (2, c.hidden_dim, c.embed_dim), (None, 'mlp', 'embed'), 'BTD,CFD->CBTF'
+    else:
+      shape, axes, eqn = (2, c.embed_dim, c.hidden_dim), (None, 'embed', 'mlp'), 'BTD,CDF->CBTF'
+    gating = self.param('gating_einsum', nn.with_logical_partitioning(init, axes),
+                        shape, self.param_dtype)
+    linear = self.param('linear', nn.with_logical_partitioning(init, ('mlp', 'embed')),
+                        (c.hidden_dim, c.embed_dim), self.param_dtype)
+    # [2, B, T, F]
+    gate_CBTF = layers.einsum(eqn, x_BTD, gating, self.dtype)
+    h_BTF = nn.gelu(gate_CBTF[0], approximate=True) * gate_CBTF[1]
+    h_BTF = _constrain(h_BTF, ('batch', 'length', 'act_mlp'))
+    return layers.einsum('BTF,FD->BTD', h_BTF, linear, self.dtype)
+
+
+class Block(nn.Module):
+  """Pre-norm (and, Gemma 2/3, post-norm) attention + MLP residual block."""
+
+  config: GemmaConfig
+  attn_type: AttentionType
+  dtype: Dtype = jnp.float32
+  param_dtype: Dtype = jnp.float32
+
+  def setup(self):
+    c = self.config
+    dt = dict(dtype=self.dtype, param_dtype=self.param_dtype)
+    norm = lambda: layers.RMSNorm(c.norm_eps, self.param_dtype)  # noqa: E731
+    self.pre_attention_norm = norm()
+    self.attn = Attention(c, self.attn_type, **dt)
+    self.pre_ffw_norm = norm()
+    self.mlp = FeedForward(c, **dt)
+    if c.use_post_norms:
+      self.post_attention_norm = norm()
+      self.post_ffw_norm = norm()
+
+  def __call__(self, x_BTD, positions_BT, mask_BTT, memory):
+    """[B, T, D] -> ([B, T, D], this layer's {'k', 'v'}); see `Attention`."""
+    attn_BTD, kv = self.attn(
+        self.pre_attention_norm(x_BTD), positions_BT, mask_BTT, memory)
+    if self.config.use_post_norms:
+      attn_BTD = self.post_attention_norm(attn_BTD)
+    x_BTD = x_BTD + attn_BTD
+    mlp_BTD = self.mlp(self.pre_ffw_norm(x_BTD))
+    if self.config.use_post_norms:
+      mlp_BTD = self.post_ffw_norm(mlp_BTD)
+    x_BTD = _constrain(x_BTD + mlp_BTD, ('batch', 'length', 'act_embed'))
+    return x_BTD, kv
+
+
+class Transformer(nn.Module):
+  """Gemma decoder. Weights in `param_dtype`, compute in `dtype`.
+
+  Call it on tokens to get logits (or hidden states) and the keys/values of
+  those tokens; pass the keys/values of earlier tokens back as `memory`
+  (see `cache.py`) for KV-cache decoding or to score many continuations of
+  one shared prefix.
+  """
+
+  config: GemmaConfig
+  dtype: Dtype = jnp.float32
+  param_dtype: Dtype = jnp.float32
+  remat: bool = False
+
+  def setup(self):
+    c = self.config
+    dt = dict(dtype=self.dtype, param_dtype=self.param_dtype)
+    self.embedder = layers.Embedder(c.vocab_size, c.embed_dim, **dt)
+    block = nn.remat(Block) if self.remat else Block
+    self.blocks = [
+        block(c, attn_type, name=f'layer_{i}', **dt)
+        for i, attn_type in enumerate(c.attention_types)
+    ]
+    self.final_norm = layers.RMSNorm(c.norm_eps, self.param_dtype)
+
+  def __call__(
+      self,
+      tokens_BT: jax.Array,
+      positions_BT: jax.Array,
+      mask_BTT: jax.Array,
+      memory: cache_lib.Cache | None = None,
+      return_hidden: bool = False,
+  ) -> tuple[jax.Array, cache_lib.Cache]:
+    """Runs the model.
+
+    Args:
+      tokens_BT: [B, T] token ids.
+      positions_BT: [B, T] positions (restart at 0 in each packed segment).
+      mask_BTT: [B, T, T] bool, e.g. `cache.causal_mask(segment_ids)`.
+      memory: keys/values of earlier tokens, a `cache.Cache` of batch B or 1.
+      return_hidden: return final-normed hidden states instead of logits.
+
+    Returns:
+      ([B, T, V] float32 logits or [B, T, D] hidden, {'k', 'v': [L, B, T, K, H]}).
+    """
+    x_BTD = _constrain(self.embedder.encode(tokens_BT),
+                       ('batch', 'length', 'act_embed'))
+    ks, vs = [], []
+    for i, block in enumerate(self.blocks):
+      layer_memory = None
+      if memory is not None:
+        layer_memory = dict(memory, k=memory['k'][i], v=memory['v'][i])
+      x_BTD, kv = block(x_BTD, positions_BT, mask_BTT, layer_memory)
+      ks.append(kv['k'])
+      vs.append(kv['v'])
+    x_BTD = self.final_norm(x_BTD)
+    kv = {'k': jnp.stack(ks), 'v': jnp.stack(vs)}
+    if return_hidden:
+      return x_BTD, kv
+    return self.logits(x_BTD), kv
+
+  def logits(self, x_BTD: jax.Array) -> jax.Array:
+    """[..., D] final hidden states -> [..., V] float32 logits."""
+    logits = self.embedder.decode(x_BTD)
+    cap = self.config.final_logit_softcap
+    if cap is not None:
+      logits = jnp.tanh(logits / cap) * cap
+    return logits
