@@ -1,0 +1,1 @@
+"""Data: tokenizer, datasets and the pipelines that feed the model."""

@@ -1,0 +1,173 @@
+"""Our Gemma: preset sizes, masks, KV-cache decoding, shared prefixes, dtypes."""
+
+import dataclasses
+import functools
+
+from flax import linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from icl_iwl.checkpoints import params as params_lib
+from icl_iwl.model import cache
+from icl_iwl.model import gemma
+from icl_iwl.model import presets
+
+# Published sizes (text towers), in millions of parameters.
+_SIZES_M = {
+    'gemma1_2b': 2506.4, 'gemma1_7b': 8538.1, 'gemma2_2b': 2614.6,
+    'gemma2_9b': 9242.2, 'gemma3_270m': 268.1, 'gemma3_1b': 999.9,
+    'gemma3_4b': 3880.1, 'gemma3_12b': 11765.8,
+}
+
+
+@pytest.mark.parametrize('name', sorted(_SIZES_M))
+def test_full_size_presets_have_the_published_parameter_count(name):
+  shapes = params_lib.shapes(presets.get(name))
+  count = sum(int(np.prod(s)) for s in shapes.values())
+  assert count / 1e6 == pytest.approx(_SIZES_M[name], abs=0.05)
+
+
+def test_unknown_preset_names_close_matches():
+  with pytest.raises(KeyError, match="Did you mean 'gemma3_270m'"):
+    presets.get('gemma3_207m')
+
+
+@functools.cache
+def _tiny_cached(overrides):
+  return _tiny_build(**dict(overrides))
+
+
+def _tiny(**overrides):
+  return _tiny_cached(tuple(sorted(overrides.items())))
+
+
+def _tiny_build(**overrides):
+  config = dataclasses.replace(presets.get('tiny'), vocab_size=97, **overrides)
+  model = gemma.Transformer(config)
+
+  @jax.jit
+  def init():
+    tokens = jnp.zeros((1, 4), jnp.int32)
+    variables = model.init(jax.random.key(0), tokens, tokens,
+                           cache.causal_mask(jnp.ones((1, 4), jnp.int32)))
+    # Random norm scales too, so (1 + scale) conventions are exercised.
+    return jax.tree.map(
+        lambda x: x + 0.3 * jax.random.normal(jax.random.key(1), x.shape),
+        nn.unbox(variables)['params'])
+
+  return config, model, init()
+
+
+def _inputs(batch, length, vocab=97, seed=0):
+  tokens = jax.random.randint(jax.random.key(seed), (batch, length), 0, vocab)
+  positions = jnp.broadcast_to(jnp.arange(length), (batch, length))
+  return tokens, positions
+
+
+def _forward(model, params, tokens, positions, segments=None, memory=None,
+             return_hidden=False):
+  segments = jnp.ones_like(tokens) if segments is None else segments
+  return _apply(model, return_hidden)(params, tokens, positions,
+                                      cache.causal_mask(segments), memory)
+
+
+@functools.cache
+def _apply(model, return_hidden):
+  return jax.jit(lambda params, *args: model.apply(
+      {'params': params}, *args, return_hidden=return_hidden))
+
+
+@pytest.mark.parametrize('overrides', [
+    {},  # Gemma 3 style: local + global, GQA with 1 kv head, qk-norm.
+    dict(num_kv_heads=2),  # Multi-head: one qkv_einsum.
+    dict(attn_logit_softcap=5.0, final_logit_softcap=3.0, use_qk_norm=False,
+         transpose_gating_einsum=False),  # Gemma 2 style.
+])
+def test_kv_cache_decoding_matches_the_full_forward_pass(overrides):
+  config, model, params = _tiny(**overrides)
+  b, t, prefill = 2, 40, 7  # Longer than the sliding window (16).
+  tokens, positions = _inputs(b, t)
+  full, _ = _forward(model, params, tokens, positions)
+
+  step = jax.jit(lambda tok, pos, mem: model.apply(
+      {'params': params}, tok, pos, jnp.ones((b, 1, 1), bool), memory=mem))
+  logits, kv = _forward(model, params, tokens[:, :prefill], positions[:, :prefill])
+  kv_cache = cache.write(cache.init(config, b, t), kv, positions[:, :prefill],
+                         jnp.ones((b, prefill), bool), 0)
+  outs = [logits]
+  for i in range(prefill, t):
+    logits, kv = step(tokens[:, i:i + 1], positions[:, i:i + 1], kv_cache)
+    kv_cache = cache.write(kv_cache, kv, positions[:, i:i + 1],
+                           jnp.ones((b, 1), bool), i)
+    outs.append(logits)
+  np.testing.assert_allclose(jnp.concatenate(outs, 1), full, atol=2e-5, rtol=0)
+
+
+def test_a_shared_prefix_of_batch_one_serves_every_row():
+  _, model, params = _tiny()
+  tokens, positions = _inputs(1, 30)
+  full, _ = _forward(model, params, tokens, positions)
+  p = 20
+  _, kv = _forward(model, params, tokens[:, :p], positions[:, :p])
+  memory = cache.from_kv(kv, positions[:, :p], jnp.ones((1, p), bool))
+  # Three rows continue the same prefix; row 1 also checks a masked-out slot.
+  cont = jnp.repeat(tokens[:, p:], 3, axis=0)
+  cont_pos = jnp.repeat(positions[:, p:], 3, axis=0)
+  logits, _ = _forward(model, params, cont, cont_pos, memory=memory)
+  for row in range(3):
+    np.testing.assert_allclose(logits[row], full[0, p:], atol=2e-5, rtol=0)
+  hidden_mask = memory['mask'].at[0, 5].set(False)
+  masked, _ = _forward(model, params, cont, cont_pos,
+                       memory=dict(memory, mask=hidden_mask))
+  assert np.abs(masked - logits).max() > 1e-3
+
+
+def test_packed_segments_equal_separate_sequences():
+  _, model, params = _tiny()
+  a, pos_a = _inputs(1, 12, seed=1)
+  b, pos_b = _inputs(1, 9, seed=2)
+  packed = jnp.concatenate([a, b, jnp.zeros((1, 3), jnp.int32)], axis=1)
+  positions = jnp.concatenate([pos_a, pos_b, jnp.zeros((1, 3), jnp.int32)], axis=1)
+  segments = jnp.array([[1] * 12 + [2] * 9 + [0] * 3])
+  logits, _ = _forward(model, params, packed, positions, segments)
+  alone_a, _ = _forward(model, params, a, pos_a)
+  alone_b, _ = _forward(model, params, b, pos_b)
+  np.testing.assert_allclose(logits[0, :12], alone_a[0], atol=2e-5, rtol=0)
+  np.testing.assert_allclose(logits[0, 12:21], alone_b[0], atol=2e-5, rtol=0)
+
+
+def test_sliding_window_limits_what_local_layers_see():
+  config, model, params = _tiny(attention_types=(presets.AttentionType.LOCAL,) * 2)
+  tokens, positions = _inputs(1, 40)
+  logits, _ = _forward(model, params, tokens, positions)
+  # Changing a token more than 2 windows back (2 local layers) changes nothing.
+  far = tokens.at[0, 2].set((tokens[0, 2] + 1) % 97)
+  far_logits, _ = _forward(model, params, far, positions)
+  reach = 2 * (config.sliding_window - 1)
+  np.testing.assert_array_equal(logits[0, 2 + reach + 1:], far_logits[0, 2 + reach + 1:])
+  assert np.abs(logits[0, 2 + reach] - far_logits[0, 2 + reach]).max() > 0
+
+
+def test_remat_and_bf16():
+  config, model, params = _tiny()
+  tokens, positions = _inputs(2, 24)
+  full, _ = _forward(model, params, tokens, positions)
+  remat = gemma.Transformer(config, remat=True)
+  np.testing.assert_allclose(_forward(remat, params, tokens, positions)[0], full,
+                             atol=1e-6, rtol=0)
+  bf16 = gemma.Transformer(config, dtype=jnp.bfloat16)
+  low, _ = _forward(bf16, params, tokens, positions)
+  assert low.dtype == jnp.float32  # Logits always come out in f32.
+  assert np.abs(low - full).max() < 0.05 * np.abs(full).max()
+
+
+def test_return_hidden_then_logits_equals_logits():
+  _, model, params = _tiny()
+  tokens, positions = _inputs(2, 10)
+  logits, _ = _forward(model, params, tokens, positions)
+  hidden, _ = _forward(model, params, tokens, positions, return_hidden=True)
+  again = jax.jit(lambda p, h: model.apply({'params': p}, h, method=model.logits))(
+      params, hidden)
+  np.testing.assert_allclose(again, logits, atol=1e-6, rtol=0)
