@@ -1,0 +1,108 @@
+"""The real Gemma 3 270M: our GGUF path vs transformers' own GGUF load."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from icl_iwl import paths
+from icl_iwl.checkpoints import gguf
+from icl_iwl.checkpoints import params as params_lib
+from icl_iwl.data import tokenizer
+from icl_iwl.model import cache
+from icl_iwl.model import gemma
+
+pytestmark = pytest.mark.slow
+
+_TEXT = """\
+The lighthouse keeper had kept a log for forty-one years. Every evening at
+dusk he wrote the wind direction, the state of the sea, and the number of
+ships that passed the point. Most entries were short: "NW 4, slight swell,
+3 ships." Some were longer, when a storm came through in November and the
+lamp had to be tended all night, or when a trawler ran aground on the bar
+and the lifeboat crew stayed in the kitchen until morning, drinking tea and
+arguing about football. In 1987 the light was automated, and the log ends
+with a single line: "Last watch. Lamp good. Going home."
+
+def fibonacci(n: int) -> list[int]:
+    a, b = 0, 1
+    out = []
+    for _ in range(n):
+        out.append(a)
+        a, b = b, a + b
+    return out
+
+Prices rose 3.7% in the year to March, against 2.9% expected; the central
+bank held its rate at 4.25%. Café owners in Zürich said the cost of milk was
+up by a fifth. 東京の天気は晴れ。 Ελληνικά κείμενα. Emoji: 🌊🚢⚓.
+
+Femp are more dangerous than glon. Glon are less dangerous than femp. All
+troff are yomp; some yomp are not glon. Which of these follow? A careful
+reader would say that nothing follows about troff and glon, because the
+premises share no middle term in the right position. Syllogisms like this
+are easy to write and surprisingly hard to judge at a glance, which is why
+logicians drew diagrams of overlapping circles to check them.
+
+The committee met again on Thursday. The chair opened with the minutes,
+which were approved without comment, and then turned to the budget. The
+treasurer explained that the roof repairs had cost more than planned, that
+the grant from the county had arrived late, and that the reserve would
+cover the gap this year but not the next. Several members asked whether the
+summer fair could be moved to the larger field, where there was room for
+more stalls; others worried about parking and the state of the lane after
+rain. In the end they agreed to ask the farmer, to price a marquee, and to
+meet again in a month with figures. The meeting closed at nine.
+
+Recipe for a plain loaf: 500 g strong white flour, 10 g salt, 7 g dried
+yeast, 320 ml warm water. Mix, knead for ten minutes until smooth, leave
+covered for an hour or until doubled, knock back, shape, prove for another
+forty minutes, then bake at 220 C for 30-35 minutes. The loaf is done when
+it sounds hollow if tapped underneath. Let it cool on a rack before cutting,
+or the crumb will be gummy. Variations: replace a fifth of the flour with
+wholemeal; add a handful of seeds; brush with milk for a softer crust.
+
+| year | rainfall (mm) | sunny days |
+|------|---------------|------------|
+| 2019 | 812           | 143        |
+| 2020 | 765           | 161        |
+| 2021 | 901           | 128        |
+"""
+
+
+@pytest.fixture(scope='module')
+def reference():
+  torch = pytest.importorskip('torch')
+  transformers = pytest.importorskip('transformers')
+  path = paths.embedded_gguf()
+  model = transformers.AutoModelForCausalLM.from_pretrained(
+      str(path.parent), gguf_file=path.name, dtype=torch.float32)
+  return model.eval()
+
+
+def test_logits_match_transformers_gguf_load(reference):
+  import torch  # pylint: disable=g-import-not-at-top
+
+  tokens = tokenizer.load_default().encode(_TEXT, add_bos=True)
+  assert 600 < len(tokens) < 1024, len(tokens)  # Past the 512 sliding window.
+  with torch.no_grad():
+    expected = reference(torch.tensor([tokens])).logits.numpy()[0]
+  config, params = gguf.load_embedded()
+  model = gemma.Transformer(config)
+  length = len(tokens)
+  got, _ = jax.jit(model.apply)(
+      {'params': params}, jnp.asarray([tokens]), jnp.arange(length)[None],
+      cache.causal_mask(jnp.ones((1, length), jnp.int32)))
+  got = np.asarray(got)[0]
+  diff = np.abs(got - expected)
+  assert diff.max() <= 1e-3, diff.max()
+  assert diff[512:].max() <= 1e-3  # Positions past the sliding window.
+  np.testing.assert_array_equal(got.argmax(-1), expected.argmax(-1))
+
+
+def test_cached_conversion_equals_a_fresh_conversion():
+  _, cached = gguf.load_embedded()
+  _, fresh = gguf.load(paths.embedded_gguf())
+  cached, fresh = params_lib.flatten(cached), params_lib.flatten(fresh)
+  assert cached.keys() == fresh.keys()
+  for key in fresh:
+    np.testing.assert_array_equal(cached[key], fresh[key], err_msg=key)
