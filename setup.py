@@ -36,6 +36,7 @@ setuptools.setup(
         "tqdm>=4.66",
         "bm25s>=0.2",
         "matplotlib>=3.8",
+        "english-words>=2.0",
     ],
     extras_require={
         "test": _REFERENCE + ["pytest>=8.0", "nbmake>=1.5", "ipykernel>=6.0"],

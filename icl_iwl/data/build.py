@@ -1,0 +1,78 @@
+r"""Build the synthetic datasets as TFDS ArrayRecord datasets.
+
+    python -m icl_iwl.data.build --datasets=all
+    python -m icl_iwl.data.build --datasets=reversals,semantic --config=small \
+        --data_dir=/tmp/tfds
+
+Datasets: reversals, syllogisms, reversal_curse, semantic, ictrain. Each is
+written to <data_dir>/<name>/<config>/1.0.0 (data_dir defaults to
+$ICL_IWL_DATA_DIR, else ~/.cache/icl_iwl/tfds); an existing dataset is kept
+unless --overwrite. Generation is deterministic: the same config gives the
+same records.
+"""
+
+from typing import Sequence
+
+from absl import app
+from absl import flags
+from absl import logging
+import tensorflow_datasets as tfds
+import tqdm
+
+from icl_iwl import paths
+from icl_iwl.data import builders
+
+FLAGS = flags.FLAGS
+
+
+def define_flags() -> None:
+  """The command's flags (defined only when run, so modules import cleanly)."""
+  flags.DEFINE_string(
+      'datasets', 'all',
+      'all, or a comma-separated list of: '
+      + ', '.join(builders.DATASETS.names()))
+  flags.DEFINE_enum(
+      'config', 'full', ['full', 'small'],
+      'full: paper-like sizes; small: a few examples, for tests.')
+  flags.DEFINE_string(
+      'data_dir', None, 'TFDS data dir (default: $ICL_IWL_DATA_DIR, else '
+      '~/.cache/icl_iwl/tfds).')
+  flags.DEFINE_bool(
+      'overwrite', False, 'Regenerate datasets that already exist.')
+
+
+def build(
+    names: Sequence[str], config: str, data_dir: str, overwrite: bool = False
+) -> list[tfds.core.DatasetBuilder]:
+  """Builds each dataset of `names` at `config` with progress bars."""
+  tfds.display_progress_bar(True)
+  built = []
+  for name in tqdm.tqdm(names, desc='datasets', unit='dataset'):
+    builder = builders.builder(name, config, data_dir)
+    builders.base.prepare(builder, overwrite=overwrite)
+    built.append(builder)
+  return built
+
+
+def main(argv: Sequence[str]) -> None:
+  if len(argv) > 1:
+    raise app.UsageError(f'Unexpected arguments: {argv[1:]}')
+  if not FLAGS['verbosity'].present:
+    logging.set_verbosity(logging.WARNING)  # TFDS logs every file it opens.
+  try:
+    names = builders.select(FLAGS.datasets)
+  except KeyError as e:
+    raise app.UsageError(e.args[0]) from None
+  if any(n.startswith(f'{builders.user.NAME}/') for n in names):
+    raise app.UsageError('User datasets are written by icl_iwl.data.jsonl.')
+  data_dir = FLAGS.data_dir or str(paths.data_dir())
+  for builder in build(names, FLAGS.config, data_dir, FLAGS.overwrite):
+    counts = ', '.join(
+        f'{split} {info.num_examples}'
+        for split, info in builder.info.splits.items())
+    print(f'{builder.name}/{FLAGS.config}: {counts}  ({builder.data_dir})')
+
+
+if __name__ == '__main__':
+  define_flags()
+  app.run(main)

@@ -1,0 +1,251 @@
+"""The dataset generators without TFDS: sizes, determinism, schema, leakage."""
+
+import collections
+import hashlib
+import json
+import os
+import re
+import subprocess
+import sys
+
+import pytest
+
+from icl_iwl.data import schema
+from icl_iwl.data.builders import ictrain
+from icl_iwl.data.builders import ictrain_translation
+from icl_iwl.data.builders import reversal_curse
+from icl_iwl.data.builders import reversals
+from icl_iwl.data.builders import semantic
+from icl_iwl.data.builders import syllogisms
+
+MODULES = {
+    'reversals': reversals,
+    'syllogisms': syllogisms,
+    'reversal_curse': reversal_curse,
+    'semantic': semantic,
+    'ictrain': ictrain,
+}
+# Probe splits about generalization: never stated verbatim in training.
+GENERALIZATION_SPLITS = {
+    'reversals': ['test_reversal'],
+    'syllogisms': ['test_mc', 'test_statements'],
+    'reversal_curse': ['test_p2d_reverse', 'test_d2p_reverse'],
+    'semantic': ['test_reversal', 'test_syllogism', 'test_deduction',
+                 'test_holdout'],
+}
+
+
+@pytest.fixture(scope='module')
+def full():
+  return {name: m.generate(m.FULL) for name, m in MODULES.items()}
+
+
+@pytest.fixture(scope='module')
+def small():
+  return {name: m.generate(m.SMALL) for name, m in MODULES.items()}
+
+
+def digest(splits: dict) -> str:
+  return hashlib.sha256(json.dumps(splits, sort_keys=True).encode()).hexdigest()
+
+
+def kind_of(name: str, split: str) -> schema.RecordKind:
+  if name == 'ictrain':
+    return schema.PAIR if split == 'train' else schema.IC_PROBE
+  return schema.DOCUMENT if split == 'train' else schema.MC
+
+
+def leaks(train: list[dict], probes: list[dict]) -> list[str]:
+  """Probe statements (prompt + correct choice) found verbatim in training."""
+  corpus = '\n'.join(schema.normalize(d['text']) for d in train)
+  found = []
+  for p in probes:
+    statement = schema.normalize(p['prompt'] + p['choices'][p['answer']])
+    if statement in corpus:
+      found.append(statement)
+  return found
+
+
+def test_full_sizes(full):
+  counts = {name: {k: len(v) for k, v in s.items()} for name, s in full.items()}
+  assert counts['reversals'] == {
+      'train': 1000, 'test_reversal': 100, 'test_forward': 100}
+  assert counts['syllogisms']['train'] == 70
+  assert counts['syllogisms']['test_statements'] == 70 * 6
+  assert counts['reversal_curse'] == {
+      'train': 1000, 'test_p2d_reverse': 50, 'test_p2d_same': 50,
+      'test_d2p_reverse': 50, 'test_d2p_same': 50}
+  assert counts['semantic']['train'] == 2000
+  for split in ('test_rephrase', 'test_reversal', 'test_syllogism',
+                'test_deduction', 'test_holdout'):
+    assert counts['semantic'][split] >= 40, split
+  assert counts['ictrain'] == {
+      'train': 6000, 'test_iwl': 200, 'test_icl': 200, 'test_copy': 200}
+
+
+def test_full_reversals_shape(full):
+  docs = full['reversals']['train']
+  per_fact = collections.Counter(d['facts'][0] for d in docs)
+  assert len(per_fact) == 100 and set(per_fact.values()) == {10}
+  relations = {re.search(r' are (.*) than ', d['text'].split('. ')[-1]).group(1)
+               for d in docs}
+  assert len(relations) == 28
+  # Preambles vary: the ten documents of a fact are all different.
+  assert len({d['text'] for d in docs}) == 1000
+
+
+def test_full_semantic_shape(full):
+  cats = semantic.FULL.level_sizes
+  assert sum(cats) == 110 and len(cats) >= 3
+  for doc in full['semantic']['train']:
+    assert 4 <= doc['text'].count('.') <= 20, doc['text']
+  kinds = {p['kind'] for p in full['semantic']['test_deduction']}
+  assert any(k.endswith('3hop') for k in kinds)
+
+
+def test_full_probes_have_all_choices(full):
+  want = {'reversals': 2, 'reversal_curse': 4, 'semantic': 4, 'ictrain': 4}
+  for name, n in want.items():
+    for split, records in full[name].items():
+      if split != 'train':
+        assert {len(r['choices']) for r in records} == {n}, (name, split)
+
+
+def test_schema(small, full):
+  for splits_by_name in (small, full):
+    for name, splits in splits_by_name.items():
+      for split, records in splits.items():
+        kind = kind_of(name, split)
+        ids = [r['id'] for r in records]
+        assert len(set(ids)) == len(ids), (name, split)
+        for r in records:
+          assert schema.problem(r, kind) is None, (name, split, r)
+          assert set(r) == set(kind.fields), (name, split, r)
+          if kind in (schema.MC, schema.IC_PROBE):
+            assert r['prompt'] == r['prompt'].rstrip()
+            assert len(set(r['choices'])) == len(r['choices'])
+            assert r['facts']
+
+
+def test_answers_are_spread(full):
+  for name, splits in full.items():
+    for split, records in splits.items():
+      n = {len(r['choices']) for r in records if r.get('choices')}
+      if split != 'train' and n != {1}:
+        answers = {r['answer'] for r in records}
+        assert answers == set(range(max(n))), (name, split)
+
+
+def test_deterministic_and_seeded(small):
+  for name, module in MODULES.items():
+    assert digest(module.generate(module.SMALL)) == digest(small[name]), name
+    other = type(module.SMALL)(**{**vars(module.SMALL), 'seed': 1})
+    assert digest(module.generate(other)) != digest(small[name]), name
+
+
+def test_deterministic_across_processes(small):
+  """Same records under another hash seed (no set or dict-order leaks)."""
+  code = (
+      'import hashlib, json\n'
+      'from icl_iwl.data.builders import reversals, syllogisms, '
+      'reversal_curse, semantic, ictrain\n'
+      'for m in (reversals, syllogisms, reversal_curse, semantic, ictrain):\n'
+      '  s = json.dumps(m.generate(m.SMALL), sort_keys=True).encode()\n'
+      '  print(hashlib.sha256(s).hexdigest())\n')
+  env = dict(os.environ, PYTHONHASHSEED='12345')
+  out = subprocess.run([sys.executable, '-c', code], env=env, check=True,
+                       capture_output=True, text=True).stdout.split()
+  assert out == [digest(small[n]) for n in MODULES]
+
+
+def test_no_generalization_probe_in_training(full, small):
+  for splits_by_name in (full, small):
+    for name, splits in GENERALIZATION_SPLITS.items():
+      for split in splits:
+        splits_ = splits_by_name[name]
+        assert not leaks(splits_['train'], splits_[split]), (name, split)
+
+
+def test_syllogism_conclusions_never_stated(full):
+  corpus = ' '.join(d['text'] for d in full['syllogisms']['train'])
+  for r in full['syllogisms']['test_statements']:
+    assert r['choices'][0].strip() not in corpus
+
+
+def test_leak_check_can_fail(full):
+  splits = full['reversals']
+  probe = splits['test_reversal'][0]
+  statement = probe['prompt'] + probe['choices'][probe['answer']]
+  planted = {'text': 'Filler. ' + statement}
+  assert leaks(splits['train'] + [planted], [probe])
+
+
+def test_trained_direction_is_stated(full):
+  # The ceiling probes' facts are in training; reversals are not.
+  docs = ' '.join(d['text'] for d in full['reversal_curse']['train'])
+  for r in full['reversal_curse']['test_p2d_same']:
+    assert r['prompt'].removesuffix(' is known as') in docs
+    assert r['choices'][r['answer']].strip(' .') in docs
+
+
+def test_semantic_holdouts_only_trained_in_hierarchy(full):
+  holdout = {p['prompt'].split()[0] for p in full['semantic']['test_holdout']}
+  assert len(holdout) >= 5
+  for doc in full['semantic']['train']:
+    for fact in doc['facts']:
+      for x in holdout & set(fact.split(':')):
+        assert fact == f'isa:{x}', fact
+
+
+def test_semantic_distractors_are_hard(full):
+  """Wrong choices are mostly facts that other categories hold."""
+  corpus = ' '.join(d['text'] for d in full['semantic']['train'])
+  for split in ('test_rephrase', 'test_syllogism', 'test_deduction'):
+    probes = [p for p in full['semantic'][split] if p['kind'] != 'isa']
+    hard = 0
+    for p in probes:
+      verb = p['prompt'].split()[-1]
+      for i, choice in enumerate(p['choices']):
+        if i != p['answer']:
+          relation = p['kind'].startswith('relation')
+          stated = f'{verb}{choice}' if relation else choice
+          hard += stated in corpus
+    assert hard >= 0.9 * len(probes) * (semantic.FULL.num_choices - 1), split
+
+
+def test_ictrain_probe_structure(full):
+  splits = full['ictrain']
+  train_inputs = {r['input'] for r in splits['train']}
+  train_text = ' '.join(r['input'] + ' ' + r['output'] for r in splits['train'])
+  for split in ('test_iwl', 'test_icl', 'test_copy'):
+    for r in splits[split]:
+      assert r['input'] not in train_inputs
+      assert r['prompt'] == schema.render_context_prompt(
+          r['context_inputs'], r['context_outputs'], r['input'])
+      lengths = {len(c.split()) for c in r['choices']}
+      assert len(lengths) == 1, r['choices']  # Same format.
+      assert len(set(r['context_inputs'])) == len(r['context_inputs']) == 4
+  for r in splits['test_copy']:
+    wrong = {c.strip() for i, c in enumerate(r['choices']) if i != r['answer']}
+    assert wrong & set(r['context_outputs']), r
+    assert r['choices'][r['answer']].strip() not in r['context_outputs']
+  for r in splits['test_iwl']:
+    assert r['choices'][r['answer']].strip() not in r['context_outputs']
+  novel = {w for ws in ictrain_translation.NOVEL.values() for w in ws}
+  for r in splits['test_icl']:
+    if r['task'] == 'translation':
+      word = r['facts'][0].removeprefix('novel:')
+      assert word in novel and re.search(rf'\b{word}\b', r['input'])
+      assert not re.search(rf'\b{word}\b', train_text)
+      shown = [c for c in r['context_inputs'] if re.search(rf'\b{word}\b', c)]
+      assert len(shown) >= 2
+    else:
+      labels = {p['output'] for p in splits['train']
+                if p['task'] == 'classification'}
+      correct = r['choices'][r['answer']].strip()
+      assert correct in labels
+      cls = r['facts'][0].removeprefix('remap:')
+      trained_label = next(p['output'] for p in splits['train']
+                           if p['facts'] == [f'label:{cls}'])
+      assert correct != trained_label
+      assert ' ' + trained_label in r['choices']
