@@ -3,8 +3,6 @@
 from typing import Any, Mapping
 
 from flax import linen as nn
-import jax
-import jax.numpy as jnp
 import numpy as np
 
 from icl_iwl.model import gemma
@@ -43,11 +41,8 @@ def unflatten(flat: Mapping[str, Any]) -> Params:
 
 def shapes(config: presets.GemmaConfig) -> dict[str, tuple[int, ...]]:
   """Flat {path: shape} of the preset's params (no memory is allocated)."""
-  model = gemma.Transformer(config)
-  tokens = jnp.zeros((1, 1), jnp.int32)
-  abstract = jax.eval_shape(
-      lambda: model.init(jax.random.key(0), tokens, tokens, jnp.ones((1, 1, 1), bool)))
-  return {k: tuple(v.shape) for k, v in flatten(nn.unbox(abstract)['params']).items()}
+  abstract = nn.unbox(gemma.abstract_params(gemma.Transformer(config)))
+  return {k: tuple(v.shape) for k, v in flatten(abstract).items()}
 
 
 def check(flat: Mapping[str, np.ndarray], config: presets.GemmaConfig,

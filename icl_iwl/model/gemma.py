@@ -276,3 +276,17 @@ class Transformer(nn.Module):
     if cap is not None:
       logits = jnp.tanh(logits / cap) * cap
     return logits
+
+
+def abstract_params(model: Transformer) -> Any:
+  """The model's params as ShapeDtypeStructs, boxed with their logical axes."""
+  tokens = jnp.zeros((1, 1), jnp.int32)
+  variables = jax.eval_shape(lambda: model.init(
+      jax.random.key(0), tokens, tokens, jnp.ones((1, 1, 1), bool)))
+  return variables['params']
+
+
+def init_params(model: Transformer, rng: jax.Array) -> Any:
+  """Random params (unboxed); jit it with out_shardings to create them sharded."""
+  tokens = jnp.zeros((1, 1), jnp.int32)
+  return nn.unbox(model.init(rng, tokens, tokens, jnp.ones((1, 1, 1), bool))['params'])

@@ -1,0 +1,95 @@
+"""Building blocks for experiment configs (configs/*.py) and config checks.
+
+Every config file defines `get_config(arg)`; these helpers give the shared
+sub-configs their defaults, so a config file only states what it changes.
+"""
+
+import difflib
+import importlib.util
+import pathlib
+import re
+
+import ml_collections
+
+from icl_iwl import registry
+from icl_iwl.sharding import mesh as mesh_lib
+from icl_iwl.sharding import rules as rules_lib
+
+ConfigDict = ml_collections.ConfigDict
+
+
+def model(preset: str = 'gemma3_270m', checkpoint: str = 'embedded',
+          dtype: str = 'float32') -> ConfigDict:
+  """Which model, from where, in which dtypes (see checkpoints/load.py)."""
+  return ConfigDict(dict(preset=preset, checkpoint=checkpoint, dtype=dtype,
+                         param_dtype='float32', remat=False))
+
+
+def scorer(**overrides) -> ConfigDict:
+  """Fields of `eval.scoring.ScorerConfig`."""
+  c = ConfigDict(dict(rows_per_batch=8, buckets=(32, 64, 128, 256, 512, 1024),
+                      context_chunk=512, max_context=8192, too_long='error'))
+  c.update(overrides)
+  return c
+
+
+def icl(**overrides) -> ConfigDict:
+  """Fields of `eval.icl.IclConfig`."""
+  c = ConfigDict(dict(template='{documents}\n\n', separator='\n\n', budget=4096,
+                      num_subsamples=8, docs_per_fact=1, relevant_fraction=0.5,
+                      seed=0))
+  c.update(overrides)
+  return c
+
+
+def base(job: str) -> ConfigDict:
+  """The fields every job reads."""
+  c = ConfigDict()
+  c.job = job
+  c.seed = 0
+  c.mesh = mesh_lib.DEFAULT_MESH
+  c.rules = rules_lib.DEFAULT_RULES
+  c.model = model()
+  return c
+
+
+def parse_arg(arg: str | None, **defaults) -> ConfigDict:
+  """'a=1,b=x' or 'x' -> fields; a bare word sets the first default's key."""
+  c = ConfigDict(defaults)
+  first = next(iter(defaults))
+  for part in filter(None, (arg or '').split(',')):
+    key, eq, value = part.partition('=')
+    key, value = (key, value) if eq else (first, key)
+    if key not in defaults:
+      raise KeyError(registry.unknown_name_message('config arg', key, list(defaults)))
+    c[key] = type(defaults[key])(value) if defaults[key] is not None else value
+  return c
+
+
+def load_file(path: str) -> ConfigDict:
+  """get_config(arg) of 'configs/x.py[:arg]' (as --config= would load it)."""
+  file, _, arg = path.partition(':')
+  spec = importlib.util.spec_from_file_location(pathlib.Path(file).stem, file)
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  return module.get_config(arg or None)
+
+
+def bad_override(config: ConfigDict, argv: list[str]) -> str | None:
+  """The first --config.a.b=... override naming no field, explained."""
+  for arg in argv:
+    m = re.match(r'--config\.([\w.]+)', arg)
+    if not m:
+      continue
+    node, walked = config, []
+    for key in m.group(1).split('.'):
+      fields = list(node.keys()) if isinstance(node, ConfigDict) else []
+      if key not in fields:
+        where = '.'.join(walked) or 'the config'
+        close = difflib.get_close_matches(key, fields, n=3, cutoff=0.5)
+        hint = f' Did you mean {", ".join(close)}?' if close else ''
+        return (f'Unknown config key {key!r} in {arg} (under {where}).{hint} '
+                f'Valid keys there: {", ".join(sorted(fields))}.')
+      node = node[key]
+      walked.append(key)
+  return None

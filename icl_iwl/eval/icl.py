@@ -1,0 +1,141 @@
+"""In-context evaluation: training documents in the context, then the probes.
+
+If all documents fit the context budget, every item is scored after all of
+them (shuffled). Otherwise each of `num_subsamples` subsamples partitions the
+items into groups; a group's context holds the documents stating its items'
+facts (at most `docs_per_fact` per fact) plus random other documents up to
+the budget, shuffled. Accuracy is reported per subsample, then as mean and
+spread over subsamples (Lampinen et al. average 8 subsamples).
+"""
+
+import dataclasses
+import random
+from typing import Any, Mapping, Sequence
+
+import numpy as np
+
+from icl_iwl.data import tokenizer as tokenizer_lib
+from icl_iwl.eval import scoring
+from icl_iwl.eval.packing import Item
+
+
+@dataclasses.dataclass(frozen=True)
+class IclConfig:
+  """How documents are put in context.
+
+  template: the context; '{documents}' is replaced by the joined documents.
+  separator: between documents.
+  budget: most tokens of context (documents and template).
+  num_subsamples: contexts drawn per item when the documents do not fit.
+  docs_per_fact: most documents stating one fact in a group's context (0: all).
+  relevant_fraction: share of the budget a group's own documents may take;
+    the rest is random other documents.
+  seed: for subsampling and shuffling.
+  """
+
+  template: str = '{documents}\n\n'
+  separator: str = '\n\n'
+  budget: int = 4096
+  num_subsamples: int = 8
+  docs_per_fact: int = 1
+  relevant_fraction: float = 0.5
+  seed: int = 0
+
+
+@dataclasses.dataclass(frozen=True)
+class IclResult:
+  """Scores per subsample (each a full list of item scores, in item order)."""
+
+  subsamples: tuple[tuple[scoring.ItemScore, ...], ...]
+  num_contexts: int
+
+  def accuracy(self) -> dict[str, dict[str, float]]:
+    """{rule: {'mean', 'std', 'min', 'max'}} of per-subsample accuracy."""
+    per = [scoring.accuracy(s) for s in self.subsamples]
+    out = {}
+    for rule in scoring.RULES:
+      values = np.array([p[rule] for p in per if rule in p])
+      if values.size:
+        out[rule] = {'mean': float(values.mean()), 'std': float(values.std()),
+                     'min': float(values.min()), 'max': float(values.max())}
+    return out
+
+
+def _context(docs: Sequence[str], config: IclConfig) -> str:
+  return config.template.format(documents=config.separator.join(docs))
+
+
+def contexts(documents: Sequence[Mapping[str, Any]], item_facts: Sequence[Sequence[str]],
+             tok: tokenizer_lib.Tokenizer, config: IclConfig,
+             ) -> list[list[tuple[str, list[int]]]]:
+  """Per subsample, the (context, item indices) pairs that cover every item.
+
+  Args:
+    documents: records with 'text' and 'facts'.
+    item_facts: the fact ids each item is about.
+    tok: to measure token lengths.
+    config: see IclConfig.
+
+  Raises:
+    ValueError: if one item's own documents do not fit the budget.
+  """
+  texts = [d['text'] for d in documents]
+  overhead = len(tok.encode(_context([], config), add_bos=True))
+  sep = len(tok.encode(config.separator))
+  lengths = [len(ids) + sep for ids in tok.encode_batch(texts)]
+  everything = list(range(len(item_facts)))
+  if overhead + sum(lengths) <= config.budget:
+    order = list(range(len(texts)))
+    random.Random(config.seed).shuffle(order)
+    return [[(_context([texts[i] for i in order], config), everything)]]
+
+  stating: dict[str, list[int]] = {}
+  for i, d in enumerate(documents):
+    for fact in d['facts']:
+      stating.setdefault(fact, []).append(i)
+  limit = int(config.relevant_fraction * (config.budget - overhead))
+  subsamples = []
+  for s in range(config.num_subsamples):
+    rng = random.Random(f'{config.seed}:{s}')
+    chosen = {f: rng.sample(ds, min(len(ds), config.docs_per_fact or len(ds)))
+              for f, ds in sorted(stating.items())}
+    groups: list[tuple[set[int], list[int]]] = []
+    for i in rng.sample(everything, len(everything)):
+      own = {d for f in item_facts[i] for d in chosen.get(f, [])}
+      if sum(lengths[d] for d in own) > limit:
+        raise ValueError(
+            f'Item {i} needs {sum(lengths[d] for d in own)} tokens of documents '
+            f'but a group may use {limit} (budget {config.budget}); raise the '
+            'budget or lower docs_per_fact.')
+      if groups and sum(lengths[d] for d in groups[-1][0] | own) <= limit:
+        groups[-1][0].update(own)
+        groups[-1][1].append(i)
+      else:
+        groups.append((own, [i]))
+    pairs = []
+    for own, members in groups:
+      docs, used = sorted(own), sum(lengths[d] for d in own) + overhead
+      for d in rng.sample(range(len(texts)), len(texts)):
+        if d not in own and used + lengths[d] <= config.budget:
+          docs.append(d)
+          used += lengths[d]
+      rng.shuffle(docs)
+      pairs.append((_context([texts[d] for d in docs], config), sorted(members)))
+    subsamples.append(pairs)
+  return subsamples
+
+
+def evaluate(scorer: scoring.Scorer, items: Sequence[Item],
+             item_facts: Sequence[Sequence[str]],
+             documents: Sequence[Mapping[str, Any]], config: IclConfig,
+             progress: bool = False) -> IclResult:
+  """Scores `items` with training documents in context (see module doc)."""
+  plan = contexts(documents, item_facts, scorer.tok, config)
+  batch = [dataclasses.replace(items[i], context=ctx)
+           for pairs in plan for ctx, members in pairs for i in members]
+  scores = iter(scorer.score(batch, progress=progress))
+  subsamples = []
+  for pairs in plan:
+    by_item = {i: next(scores) for _, members in pairs for i in members}
+    subsamples.append(tuple(by_item[i] for i in range(len(items))))
+  return IclResult(tuple(subsamples), sum(len(p) for p in plan))

@@ -1,0 +1,185 @@
+"""Host side of the scorer: multiple-choice items packed into fixed-shape rows.
+
+One item becomes a small tree in a row: its prompt, then each choice as a
+branch that sees the prompt but not the other choices (so the prompt is
+encoded once per item). Several items share a row as separate segments.
+
+  row tokens    [ p p p | a a | b b b | q q | x | y y ]   two items
+  segments      [ 1 1 1   1 1   1 1 1   2 2   2   2 2 ]
+  branches      [ 0 0 0   1 1   2 2 2   0 0   1   2 2 ]
+  positions     [ 0 1 2   3 4   3 4 5   0 1   2   2 3 ]  (+ context length)
+
+The log-likelihood of a choice token is read from the hidden state of the
+token before it in its branch (the last prompt token for the first one), so
+only those positions ever reach the 262k-way output layer.
+"""
+
+import dataclasses
+from typing import Iterator, Sequence
+
+import numpy as np
+
+from icl_iwl.data import tokenizer as tokenizer_lib
+
+
+@dataclasses.dataclass(frozen=True)
+class Item:
+  """A multiple-choice question, scored by log p(choice | context + prompt).
+
+  Attributes:
+    prompt: text before the choices (trailing whitespace moves to the choices).
+    choices: the continuations to score; never shown in the prompt.
+    answer: index of the correct choice, or None if unknown.
+    context: a prefix shared by many items (e.g. documents in context); each
+      distinct context is encoded once and its keys/values reused.
+    id: a name for the per-item results.
+  """
+
+  prompt: str
+  choices: tuple[str, ...]
+  answer: int | None = None
+  context: str = ''
+  id: str = ''
+
+  def __post_init__(self):
+    object.__setattr__(self, 'choices', tuple(self.choices))
+    if not self.choices:
+      raise ValueError(f'Item {self.id!r} has no choices.')
+    if self.answer is not None and not 0 <= self.answer < len(self.choices):
+      raise ValueError(f'Item {self.id!r}: answer {self.answer} is out of range '
+                       f'for {len(self.choices)} choices.')
+    if any(not c.strip() for c in self.choices):
+      raise ValueError(f'Item {self.id!r} has an empty choice: {self.choices}.')
+
+
+@dataclasses.dataclass(frozen=True)
+class Encoded:
+  """Token ids of one item; the prompt starts with the item's prefix ids."""
+
+  index: int
+  prompt: tuple[int, ...]
+  choices: tuple[tuple[int, ...], ...]
+
+  @property
+  def length(self) -> int:
+    return len(self.prompt) + sum(len(c) for c in self.choices)
+
+
+def choice_texts(item: Item) -> list[str]:
+  """The scored continuations: trailing prompt whitespace moves onto them."""
+  trailing = item.prompt[len(item.prompt.rstrip()):]
+  return [trailing + c for c in item.choices]
+
+
+def encode(items: Sequence[Item], indices: Sequence[int],
+           tok: tokenizer_lib.Tokenizer, prefix: Sequence[int]) -> list[Encoded]:
+  """Tokenizes prompts and choices separately (see `choice_texts`).
+
+  `prefix` (BOS, or the tokens of the context not kept in memory) starts
+  every prompt, so no prompt is empty.
+  """
+  prompts = [item.prompt.rstrip() for item in items]
+  choices = [c for item in items for c in choice_texts(item)]
+  prompt_ids = tok.encode_batch(prompts)
+  choice_ids = iter(tok.encode_batch(choices))
+  return [
+      Encoded(index, tuple(prefix) + tuple(p),
+              tuple(tuple(next(choice_ids)) for _ in item.choices))
+      for index, item, p in zip(indices, items, prompt_ids)
+  ]
+
+
+@dataclasses.dataclass(frozen=True)
+class Batch:
+  """Fixed-shape arrays for one scorer call (R rows of T tokens, N targets).
+
+  tokens, positions, segments, branches: [R, T] int32 (segment 0 = padding).
+  sources: [R, N] row index whose hidden state predicts each target.
+  targets: [R, N] target token ids.
+  item, choice: [R, N] which item/choice each target belongs to (-1: padding).
+  """
+
+  tokens: np.ndarray
+  positions: np.ndarray
+  segments: np.ndarray
+  branches: np.ndarray
+  sources: np.ndarray
+  targets: np.ndarray
+  item: np.ndarray
+  choice: np.ndarray
+
+  def device_arrays(self) -> tuple[np.ndarray, ...]:
+    return (self.tokens, self.positions, self.segments, self.branches,
+            self.sources, self.targets)
+
+
+def bucket(n: int, buckets: Sequence[int]) -> int | None:
+  """The smallest bucket >= n, or None."""
+  return next((b for b in sorted(buckets) if b >= n), None)
+
+
+def _rows(encoded: list[Encoded], buckets: Sequence[int]) -> list[list[Encoded]]:
+  """First-fit decreasing: each row's capacity is the bucket of its first item."""
+  rows, fill, capacity = [], [], []
+  for e in sorted(encoded, key=lambda e: -e.length):
+    for r, row in enumerate(rows):
+      if fill[r] + e.length <= capacity[r]:
+        row.append(e)
+        fill[r] += e.length
+        break
+    else:
+      rows.append([e])
+      fill.append(e.length)
+      capacity.append(bucket(e.length, buckets))
+  return rows
+
+
+def pack(encoded: list[Encoded], offset: int, buckets: Sequence[int],
+         rows_per_batch: int) -> Iterator[Batch]:
+  """Packs encoded items into batches of `rows_per_batch` rows.
+
+  Args:
+    encoded: items that each fit the largest bucket.
+    offset: position of the first prompt token (the shared context length).
+    buckets: allowed row lengths T.
+    rows_per_batch: R; the last batch is padded with empty rows.
+
+  Yields:
+    Batches whose T is a bucket and N a power of two (>= 8, <= T).
+  """
+  rows = _rows(encoded, buckets)
+  for start in range(0, len(rows), rows_per_batch):
+    chunk = rows[start:start + rows_per_batch]
+    t = max(bucket(sum(e.length for e in row), buckets) for row in chunk)
+    n_targets = max(sum(len(c) for e in row for c in e.choices) for row in chunk)
+    n = min(t, max(8, 1 << (n_targets - 1).bit_length()))
+    yield _fill(chunk, rows_per_batch, t, n, offset)
+
+
+def _fill(rows: list[list[Encoded]], r: int, t: int, n: int, offset: int) -> Batch:
+  """Lays out the items of each row; see the module docstring."""
+  tokens, positions, segments, branches = (np.zeros((r, t), np.int32) for _ in range(4))
+  sources, targets = np.zeros((r, n), np.int32), np.zeros((r, n), np.int32)
+  item, choice = np.full((r, n), -1, np.int32), np.full((r, n), -1, np.int32)
+  for i, row in enumerate(rows):
+    col, k = 0, 0
+    for segment, e in enumerate(row, start=1):
+      lp = len(e.prompt)
+      tokens[i, col:col + lp] = e.prompt
+      positions[i, col:col + lp] = offset + np.arange(lp)
+      segments[i, col:col + lp] = segment
+      last_prompt = col + lp - 1
+      col += lp
+      for j, ids in enumerate(e.choices):
+        lc = len(ids)
+        tokens[i, col:col + lc] = ids
+        positions[i, col:col + lc] = offset + lp + np.arange(lc)
+        segments[i, col:col + lc] = segment
+        branches[i, col:col + lc] = j + 1
+        sources[i, k:k + lc] = [last_prompt] + list(range(col, col + lc - 1))
+        targets[i, k:k + lc] = ids
+        item[i, k:k + lc] = e.index
+        choice[i, k:k + lc] = j
+        col += lc
+        k += lc
+  return Batch(tokens, positions, segments, branches, sources, targets, item, choice)

@@ -1,0 +1,266 @@
+"""The jitted multiple-choice scorer: log p(choice | context + prompt).
+
+    scorer = Scorer(model, params, tok)
+    results = scorer.score([Item('The capital of France is', (' Paris', ' Rome'), 0)])
+    results[0].logprob  # summed log-likelihood of each choice's tokens
+
+Why it is fast:
+  * items are packed as trees (prompt once, choices as branches; see
+    `packing.py`) into rows of a few fixed lengths, so a whole evaluation
+    compiles a handful of times (`Scorer.num_compiled`);
+  * hidden states are gathered at the positions that predict choice tokens
+    before the vocabulary projection (most of the 270M model's cost);
+  * a context shared by many items (documents in context) is encoded once,
+    in chunks, into a batch-1 key/value memory that every row attends to;
+  * rows are sharded over the mesh's batch axes.
+"""
+
+import collections
+import dataclasses
+import logging
+from typing import Any, Iterable, Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import tqdm
+
+from icl_iwl.data import tokenizer as tokenizer_lib
+from icl_iwl.eval import packing
+from icl_iwl.eval.packing import Item
+from icl_iwl.model import cache
+from icl_iwl.model import gemma
+from icl_iwl.sharding import mesh as mesh_lib
+from icl_iwl.sharding import rules as rules_lib
+
+RULES = ('sum', 'mean', 'char')  # Summed, per-token, per-character log-lik.
+
+
+@dataclasses.dataclass(frozen=True)
+class ItemScore:
+  """Scores of one item's choices.
+
+  logprob: summed log-likelihood of each choice; num_tokens / num_chars: its
+  length, for the per-token ('mean') and per-character ('char') rules.
+  """
+
+  id: str
+  answer: int | None
+  logprob: tuple[float, ...]
+  num_tokens: tuple[int, ...]
+  num_chars: tuple[int, ...]
+
+  def scores(self, rule: str) -> np.ndarray:
+    logprob = np.asarray(self.logprob)
+    if rule == 'sum':
+      return logprob
+    if rule == 'mean':
+      return logprob / np.asarray(self.num_tokens)
+    if rule == 'char':
+      return logprob / np.asarray(self.num_chars)
+    raise ValueError(f'Unknown scoring rule {rule!r}; use one of {RULES}.')
+
+  def prediction(self, rule: str) -> int:
+    return int(np.argmax(self.scores(rule)))
+
+  def correct(self, rule: str) -> bool | None:
+    return None if self.answer is None else self.prediction(rule) == self.answer
+
+  def to_json(self) -> dict[str, Any]:
+    out = dataclasses.asdict(self)
+    for rule in RULES:
+      out[f'prediction_{rule}'] = self.prediction(rule)
+      out[f'correct_{rule}'] = self.correct(rule)
+    return out
+
+
+@dataclasses.dataclass(frozen=True)
+class ScorerConfig:
+  """Shapes and policies of the scorer.
+
+  rows_per_batch: rows per call (rounded up to a multiple of the batch shards).
+  buckets: allowed row lengths; an item longer than the largest is too long.
+  context_chunk: a shared context is encoded in chunks of this many tokens
+    into a memory whose length is a multiple of it.
+  max_context: longest shared context (tokens).
+  too_long: 'error', or 'truncate_left' (drop the oldest prompt tokens, keep
+    the first; logged) for items longer than the largest bucket.
+  share_context: encode each distinct context once into a key/value memory
+    (False: put the context tokens in every item's row; for checking).
+  """
+
+  rows_per_batch: int = 8
+  buckets: tuple[int, ...] = (32, 64, 128, 256, 512, 1024)
+  context_chunk: int = 512
+  max_context: int = 8192
+  too_long: str = 'error'
+  share_context: bool = True
+
+
+def tree_mask(segments_BT: jax.Array, branches_BT: jax.Array) -> jax.Array:
+  """[B, T, T]: causal within an item; a choice sees its prompt and itself."""
+  same_branch = branches_BT[:, :, None] == branches_BT[:, None, :]
+  return cache.causal_mask(segments_BT) & (same_branch | (branches_BT == 0)[:, None, :])
+
+
+class Scorer:
+  """Scores multiple-choice items with a Gemma model; see the module doc."""
+
+  def __init__(self, model: gemma.Transformer, params: Any,
+               tok: tokenizer_lib.Tokenizer, config: ScorerConfig = ScorerConfig(),
+               mesh: jax.sharding.Mesh | None = None,
+               rules: rules_lib.Rules = rules_lib.DEFAULT_RULES):
+    if config.too_long not in ('error', 'truncate_left'):
+      raise ValueError(f"too_long must be 'error' or 'truncate_left', "
+                       f'not {config.too_long!r}.')
+    self.model, self.tok, self.config = model, tok, config
+    self.mesh = mesh or mesh_lib.make_mesh(mesh_lib.DEFAULT_MESH)
+    self.rules = rules_lib.fit(rules, model.config, self.mesh)
+    shards = mesh_lib.batch_divisor(self.mesh, self.rules)
+    self.rows = -(-config.rows_per_batch // shards) * shards
+    self._param_shardings = rules_lib.param_shardings(model, self.mesh, self.rules)
+    self.params = jax.device_put(params, self._param_shardings)
+    batch_axes = dict(self.rules).get('batch')
+    self._batch_sharding = jax.NamedSharding(self.mesh, jax.P(batch_axes))
+    self._replicated = jax.NamedSharding(self.mesh, jax.P())
+    self._compiled: dict[tuple, Any] = {}
+
+  @property
+  def num_compiled(self) -> int:
+    """How many distinct shapes have been compiled so far."""
+    return len(self._compiled)
+
+  # Jitted computations -------------------------------------------------------
+
+  def _score_rows(self, params, tokens, positions, segments, branches, sources,
+                  targets, memory):
+    """[R, N] log p(target) for the batch's targets."""
+    hidden, _ = self.model.apply(
+        {'params': params}, tokens, positions, tree_mask(segments, branches),
+        memory, return_hidden=True)
+    # [R, N, D]: only the positions that predict a choice token.
+    hidden = jnp.take_along_axis(hidden, sources[..., None], axis=1)
+    logits = self.model.apply({'params': params}, hidden, method=self.model.logits)
+    target_logits = jnp.take_along_axis(logits, targets[..., None], axis=-1)[..., 0]
+    return target_logits - jax.nn.logsumexp(logits, axis=-1)
+
+  def _prefill(self, params, tokens, positions, valid, memory, start):
+    """Writes one chunk of a shared context into its batch-1 memory."""
+    mask = cache.causal_mask(valid.astype(jnp.int32))
+    _, kv = self.model.apply({'params': params}, tokens, positions, mask, memory,
+                             return_hidden=True)
+    return cache.write(memory, kv, positions, valid, start)
+
+  def _compiled_fn(self, key: tuple, fn, args, in_shardings, out_shardings):
+    if key not in self._compiled:
+      logging.info('Scorer: compiling %s', key)
+      with rules_lib.activation_context(self.mesh, self.rules):
+        self._compiled[key] = jax.jit(
+            fn, in_shardings=in_shardings, out_shardings=out_shardings,
+        ).lower(*args).compile()
+    return self._compiled[key]
+
+  def _memory_shardings(self, memory):
+    return None if memory is None else jax.tree.map(lambda _: self._replicated, memory)
+
+  # Host side -----------------------------------------------------------------
+
+  def encode_context(self, ids: Sequence[int]) -> cache.Cache:
+    """Encodes a shared context's token ids once into a batch-1 memory."""
+    chunk = self.config.context_chunk
+    if len(ids) > self.config.max_context:
+      raise ValueError(f'A shared context of {len(ids)} tokens exceeds '
+                       f'max_context={self.config.max_context}.')
+    length = -(-len(ids) // chunk) * chunk
+    memory = cache.init(self.model.config, 1, length, self.model.dtype)
+    padded = np.zeros(length, np.int32)
+    padded[:len(ids)] = ids
+    for start in range(0, len(ids), chunk):
+      tokens = padded[None, start:start + chunk]
+      positions = np.arange(start, start + chunk, dtype=np.int32)[None]
+      valid = positions < len(ids)
+      args = (self.params, tokens, positions, valid, memory, np.int32(start))
+      rep = self._replicated
+      fn = self._compiled_fn(
+          ('prefill', length), self._prefill, args,
+          (self._param_shardings, rep, rep, rep, self._memory_shardings(memory), rep),
+          self._memory_shardings(memory))
+      memory = fn(*args)
+    return memory
+
+  def _check_lengths(self, encoded: list[packing.Encoded],
+                     items: Sequence[Item]) -> list[packing.Encoded]:
+    limit = max(self.config.buckets)
+    out = []
+    for e in encoded:
+      if e.length <= limit:
+        out.append(e)
+        continue
+      item = items[e.index]
+      keep = len(e.prompt) - (e.length - limit)
+      if self.config.too_long == 'error' or keep < 2:
+        raise ValueError(
+            f'Item {item.id or e.index!r} needs {e.length} tokens (prompt '
+            f'{len(e.prompt)}, choices {[len(c) for c in e.choices]}) but the '
+            f'largest bucket is {limit}; raise ScorerConfig.buckets, move shared '
+            "text into the item's context, or set too_long='truncate_left'.")
+      logging.warning('Item %r: truncating %d prompt tokens from the left.',
+                      item.id or e.index, e.length - limit)
+      prompt = e.prompt[:1] + e.prompt[len(e.prompt) - keep + 1:]
+      out.append(dataclasses.replace(e, prompt=prompt))
+    return out
+
+  def score(self, items: Sequence[Item], progress: bool = False) -> list[ItemScore]:
+    """Scores every choice of every item (items may have different contexts)."""
+    items = list(items)
+    by_context = collections.defaultdict(list)
+    for i, item in enumerate(items):
+      by_context[item.context].append(i)
+    logprob = [np.zeros(len(item.choices)) for item in items]
+    num_tokens = [()] * len(items)
+    with tqdm.tqdm(total=len(items), disable=not progress, desc='scoring',
+                   unit='item') as bar:
+      for context, indices in by_context.items():
+        prefix = self.tok.encode(context, add_bos=True)
+        memory, offset = None, 0
+        if len(prefix) > 1 and self.config.share_context:
+          # The last context token stays in each row: it predicts the choices
+          # of an empty prompt.
+          memory, offset = self.encode_context(prefix[:-1]), len(prefix) - 1
+          prefix = prefix[-1:]
+        encoded = packing.encode([items[i] for i in indices], indices, self.tok,
+                                 prefix)
+        encoded = self._check_lengths(encoded, items)
+        for e in encoded:
+          num_tokens[e.index] = tuple(len(c) for c in e.choices)
+        for batch in packing.pack(encoded, offset, self.config.buckets, self.rows):
+          target_logprob = self._run(batch, memory)
+          real = batch.item >= 0
+          for i, j, lp in zip(batch.item[real], batch.choice[real], target_logprob[real]):
+            logprob[i][j] += lp
+          bar.update(len(set(batch.item[real].tolist())))
+    return [
+        ItemScore(id=item.id, answer=item.answer,
+                  logprob=tuple(float(x) for x in lp), num_tokens=n,
+                  num_chars=tuple(len(c) for c in packing.choice_texts(item)))
+        for item, lp, n in zip(items, logprob, num_tokens)
+    ]
+
+  def _run(self, batch: packing.Batch, memory: cache.Cache | None) -> np.ndarray:
+    args = (self.params, *batch.device_arrays(), memory)
+    memory_len = None if memory is None else memory['k'].shape[2]
+    key = ('rows', batch.tokens.shape, batch.targets.shape, memory_len)
+    fn = self._compiled_fn(
+        key, self._score_rows, args,
+        (self._param_shardings,) + (self._batch_sharding,) * 6
+        + (self._memory_shardings(memory),),
+        self._batch_sharding)
+    return np.asarray(fn(*args))
+
+
+def accuracy(scores: Iterable[ItemScore]) -> dict[str, float]:
+  """Accuracy under each rule, over items with a known answer."""
+  scored = [s for s in scores if s.answer is not None]
+  if not scored:
+    return {}
+  return {rule: float(np.mean([s.correct(rule) for s in scored])) for rule in RULES}

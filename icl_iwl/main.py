@@ -1,0 +1,75 @@
+"""Runs an icl_iwl job (`config.job`) from an experiment config.
+
+    python -m icl_iwl.main --config=configs/quickstart.py --workdir=/tmp/icl_quickstart
+    python -m icl_iwl.main --config=configs/finetune.py:reversals \
+        --workdir=/tmp/ft --config.train.steps=100
+
+Override any field with --config.a.b=value; a misspelt key fails with the
+valid ones. On several hosts (a TPU pod slice) pass --multihost (TPU: all
+else is detected) or, elsewhere, --coordinator, --num_processes, --process_id.
+"""
+
+import json
+import pathlib
+import sys
+
+from absl import app
+from absl import flags
+from absl import logging
+import jax
+from ml_collections import config_flags
+
+from icl_iwl import config_lib
+from icl_iwl import jobs
+
+_CONFIG = config_flags.DEFINE_config_file(
+    'config', None, 'Experiment config file, path[:arg].', lock_config=True)
+_WORKDIR = flags.DEFINE_string(
+    'workdir', None, 'Outputs, logs and checkpoints; rerunning resumes.')
+_MULTIHOST = flags.DEFINE_bool(
+    'multihost', False, 'Call jax.distributed.initialize() (auto-detects TPU pods).')
+_COORDINATOR = flags.DEFINE_string(
+    'coordinator', None, 'host:port of process 0, for multi-process runs off TPU.')
+_NUM_PROCESSES = flags.DEFINE_integer('num_processes', None, 'Processes in the run.')
+_PROCESS_ID = flags.DEFINE_integer('process_id', None, 'This process, 0-based.')
+flags.mark_flags_as_required(['config', 'workdir'])
+
+
+def _parse(argv: list[str]) -> list[str]:
+  """absl's flag parsing, with config-key errors turned into one clear line."""
+  try:
+    return flags.FLAGS(argv)
+  except flags.Error as e:
+    message = str(e)
+  except (KeyError, AttributeError, ValueError) as e:
+    message = str(e).strip('\'"')
+  config_file = next((a.split('=', 1)[1] for a in argv if a.startswith('--config=')), None)
+  if config_file:
+    try:
+      message = config_lib.bad_override(config_lib.load_file(config_file), argv) or message
+    except Exception:  # pylint: disable=broad-except  # Report the first error.
+      pass
+  print(f'FATAL: {message}\nPass --help for usage.', file=sys.stderr)
+  sys.exit(2)
+
+
+def main(argv: list[str]) -> None:
+  if len(argv) > 1:
+    raise app.UsageError(f'Unexpected arguments: {argv[1:]}')
+  if _COORDINATOR.value:
+    jax.distributed.initialize(_COORDINATOR.value, _NUM_PROCESSES.value,
+                               _PROCESS_ID.value)
+  elif _MULTIHOST.value:
+    jax.distributed.initialize()
+  config = _CONFIG.value
+  workdir = pathlib.Path(_WORKDIR.value)
+  workdir.mkdir(parents=True, exist_ok=True)
+  if jax.process_index() == 0:
+    (workdir / 'config.json').write_text(config.to_json_best_effort(indent=2) + '\n')
+  logging.info('Job %r on %d devices (%d processes); workdir %s', config.job,
+               jax.device_count(), jax.process_count(), workdir)
+  jobs.JOBS.get(config.job)(config, workdir)
+
+
+if __name__ == '__main__':
+  app.run(main, flags_parser=_parse)

@@ -1,0 +1,150 @@
+"""The multiple-choice scorer against a straightforward reference computation."""
+
+import functools
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from icl_iwl.data import tokenizer
+from icl_iwl.eval import packing
+from icl_iwl.eval import scoring
+from icl_iwl.eval.packing import Item
+from icl_iwl.model import cache
+from icl_iwl.model import gemma
+from icl_iwl.model import presets
+from icl_iwl.sharding import mesh as mesh_lib
+
+_CONTEXT = 'Femp are more dangerous than glon. Troff are bigger than yomp. ' * 12
+
+
+@functools.cache
+def _setup():
+  model = gemma.Transformer(presets.get('tiny'))
+  params = jax.jit(lambda: jax.tree.map(
+      lambda x: x + 0.3 * jax.random.normal(jax.random.key(1), x.shape),
+      gemma.init_params(model, jax.random.key(0))))()
+  return model, params, tokenizer.load_default()
+
+
+def _items(context=''):
+  return [
+      Item('The capital of France is', (' Paris', ' Rome', ' a big city'), 0,
+           context=context, id='a'),
+      Item('2 + 2 =', (' 4', ' five'), 1, context=context, id='b'),
+      Item('glon are ', ('less dangerous than femp.', 'more dangerous than femp.'),
+           0, context=context, id='c'),
+      Item('', (' Hello', ' World'), None, context=context, id='d'),
+  ]
+
+
+@functools.cache
+def _log_softmax_forward():
+  model, params, _ = _setup()
+  return jax.jit(lambda ids: jax.nn.log_softmax(model.apply(
+      {'params': params}, ids, jnp.arange(ids.shape[1])[None],
+      cache.causal_mask(jnp.ones_like(ids)))[0][0]))
+
+
+def _reference(item: Item) -> list[float]:
+  """Full forward over [BOS] + context + prompt + choice; log_softmax; gather.
+
+  Inputs are right-padded to 256 tokens (one compile; causal, so harmless).
+  """
+  _, _, tok = _setup()
+  prefix = tok.encode(item.context, add_bos=True) if item.context else [tok.bos_id]
+  prefix = prefix + tok.encode(item.prompt.rstrip())
+  out = []
+  for choice in packing.choice_texts(item):
+    ids = tok.encode(choice)
+    logp = _log_softmax_forward()(jnp.asarray([np.pad(prefix + ids, (0, 256 - len(prefix) - len(ids)))]))
+    out.append(sum(float(logp[len(prefix) - 1 + k, t]) for k, t in enumerate(ids)))
+  return out
+
+
+def _scorer(mesh=None, **config):
+  model, params, tok = _setup()
+  return scoring.Scorer(model, params, tok, scoring.ScorerConfig(**config), mesh)
+
+
+@pytest.mark.parametrize('context', ['', _CONTEXT])
+def test_scores_equal_the_reference(context):
+  items = _items(context)
+  got = _scorer().score(items)
+  for item, score in zip(items, got):
+    np.testing.assert_allclose(score.logprob, _reference(item), atol=1e-4, rtol=0)
+    assert score.num_tokens == tuple(
+        len(_setup()[2].encode(c)) for c in packing.choice_texts(item))
+
+
+def test_shared_context_equals_the_context_inlined_in_each_row():
+  items = _items(_CONTEXT)
+  cached = _scorer(context_chunk=64).score(items)  # Several chunks.
+  inline = _scorer(share_context=False, buckets=(512,)).score(items)
+  for a, b in zip(cached, inline):
+    np.testing.assert_allclose(a.logprob, b.logprob, atol=1e-4, rtol=0)
+
+
+def test_eight_devices_equal_one_and_shapes_compile_a_handful_of_times():
+  rng = np.random.default_rng(0)
+  words = 'femp glon troff yomp are more less dangerous than all some no'.split()
+  items = [Item(' '.join(rng.choice(words, rng.integers(1, 30))),
+                tuple(' ' + ' '.join(rng.choice(words, rng.integers(1, 6)))
+                      for _ in range(rng.integers(2, 5))), 0, id=str(i))
+           for i in range(60)]
+  sharded = _scorer(mesh_lib.make_mesh([('data', 4), ('fsdp', 2), ('tensor', 1)]))
+  single = _scorer(mesh_lib.make_mesh(mesh_lib.DEFAULT_MESH, jax.devices()[:1]))
+  a, b = sharded.score(items), single.score(items)
+  for x, y in zip(a, b):
+    np.testing.assert_allclose(x.logprob, y.logprob, atol=1e-4, rtol=0)
+  assert sharded.num_compiled <= 4
+  np.testing.assert_allclose(a[7].logprob, _reference(items[7]), atol=1e-4, rtol=0)
+
+
+def test_rules_and_accuracy():
+  s = scoring.ItemScore('x', 1, logprob=(-3.0, -4.0), num_tokens=(1, 4),
+                        num_chars=(2, 10))
+  assert s.prediction('sum') == 0 and s.prediction('mean') == 1
+  assert s.prediction('char') == 1 and s.correct('mean')
+  assert scoring.accuracy([s]) == {'sum': 0.0, 'mean': 1.0, 'char': 1.0}
+
+
+def test_tree_mask_choices_see_the_prompt_not_each_other():
+  segments = jnp.array([[1, 1, 1, 1, 1, 2, 2, 0]])
+  branches = jnp.array([[0, 0, 1, 2, 2, 0, 1, 0]])
+  mask = np.asarray(scoring.tree_mask(segments, branches)[0]).astype(int)
+  np.testing.assert_array_equal(mask, [
+      [1, 0, 0, 0, 0, 0, 0, 0],
+      [1, 1, 0, 0, 0, 0, 0, 0],
+      [1, 1, 1, 0, 0, 0, 0, 0],
+      [1, 1, 0, 1, 0, 0, 0, 0],
+      [1, 1, 0, 1, 1, 0, 0, 0],
+      [0, 0, 0, 0, 0, 1, 0, 0],
+      [0, 0, 0, 0, 0, 1, 1, 0],
+      [0, 0, 0, 0, 0, 0, 0, 0],
+  ])
+
+
+def test_bad_items_fail_clearly():
+  with pytest.raises(ValueError, match="'q' has no choices"):
+    Item('prompt', (), id='q')
+  with pytest.raises(ValueError, match="'q': answer 2 is out of range for 2 choices"):
+    Item('prompt', (' a', ' b'), 2, id='q')
+  long = Item('word ' * 100, (' a', ' b'), 0, id='long')
+  with pytest.raises(ValueError, match="Item 'long' needs 1[0-9]{2} tokens .* largest bucket is 32"):
+    _scorer(buckets=(16, 32)).score([long])
+  with pytest.raises(ValueError, match="too_long must be"):
+    _scorer(too_long='ignore')
+
+
+def test_truncate_left_keeps_bos_and_the_end_of_the_prompt():
+  _, _, tok = _setup()
+  end = ' The capital of France is'
+  long = Item('word' * 100 + end, (' Paris', ' Rome'), 0, id='x')
+  got = _scorer(buckets=(32,), too_long='truncate_left').score([long])[0]
+  # 32 tokens: BOS, the prompt's last 32 - 1 - 2 tokens, the two choices.
+  kept = tok.encode(long.prompt)[-(32 - 3):]
+  short = _scorer().score([Item(tok.decode(kept), long.choices, id='y')])[0]
+  assert tok.encode(tok.decode(kept)) == kept
+  np.testing.assert_allclose(got.logprob, short.logprob, atol=1e-4, rtol=0)
