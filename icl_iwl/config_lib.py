@@ -54,15 +54,21 @@ def base(job: str) -> ConfigDict:
 
 
 def parse_arg(arg: str | None, **defaults) -> ConfigDict:
-  """'a=1,b=x' or 'x' -> fields; a bare word sets the first default's key."""
+  """The `arg` of get_config(arg) as fields, e.g. 'reversals,lora,steps=50'.
+
+  'key=value' sets a field (converted to the default's type); a bare word
+  naming a boolean field sets it True; any other bare word sets the first field.
+  """
   c = ConfigDict(defaults)
   first = next(iter(defaults))
   for part in filter(None, (arg or '').split(',')):
     key, eq, value = part.partition('=')
-    key, value = (key, value) if eq else (first, key)
+    if not eq:
+      key, value = (key, 'true') if isinstance(defaults.get(key), bool) else (first, key)
     if key not in defaults:
       raise KeyError(registry.unknown_name_message('config arg', key, list(defaults)))
-    c[key] = type(defaults[key])(value) if defaults[key] is not None else value
+    kind = type(defaults[key])
+    c[key] = value.lower() in ('1', 'true', 'yes') if kind is bool else kind(value)
   return c
 
 

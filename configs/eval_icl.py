@@ -1,0 +1,31 @@
+"""In-context evaluation of the pretrained Gemma 3 270M on one dataset.
+
+    python -m icl_iwl.main --config=configs/eval_icl.py:reversals \
+        --workdir=/tmp/icl_eval/reversals
+
+arg: the dataset (reversals, syllogisms, reversal_curse, semantic, ictrain),
+optionally with ',tiny' for a random two-layer model on the small dataset
+(tests). Each probe split is scored with no context (baseline) and with the
+training documents in a context of at most `icl.budget` tokens, averaged over
+`icl.num_subsamples` subsamples when the documents do not fit. Writes
+results.md (accuracy by summed log-likelihood, spread over subsamples).
+"""
+
+from icl_iwl import config_lib
+
+
+def get_config(arg: str | None = None):
+  a = config_lib.parse_arg(arg, dataset='reversals', tiny=False)
+  c = config_lib.base('eval_icl')
+  c.dataset = a.dataset
+  c.data_config = 'full'
+  c.splits = ''  # Comma-separated; '' = every probe split.
+  c.limit = 0  # Most items per split (0: all).
+  c.scorer = config_lib.scorer()
+  c.icl = config_lib.icl()
+  if a.tiny:
+    c.model = config_lib.model(preset='tiny', checkpoint='random')
+    c.data_config = 'small'
+    c.icl.budget = 512
+    c.icl.num_subsamples = 2
+  return c

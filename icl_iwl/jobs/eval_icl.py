@@ -1,0 +1,84 @@
+"""Job 'eval_icl': each probe split with no context and with the training
+documents in context (see eval/icl.py), for one dataset.
+
+IC-Train probes carry their own context examples: their baseline is the
+target input alone, their ICL condition the prompt with its examples.
+
+Writes <workdir>/<split>-{baseline,icl}.jsonl, summary.json and results.md.
+"""
+
+import dataclasses
+import pathlib
+
+from absl import logging
+import ml_collections
+
+from icl_iwl.data import schema
+from icl_iwl.eval import icl
+from icl_iwl.eval import probes
+from icl_iwl.eval import results
+from icl_iwl.eval import scoring
+from icl_iwl.jobs import JOBS
+from icl_iwl.jobs import common
+
+COLUMNS = ('split', 'n', 'chance', 'baseline', 'icl', 'icl_std', 'icl_min',
+           'icl_max', 'contexts', 'baseline_char', 'icl_char')
+
+
+def _baseline(record: dict) -> probes.Item:
+  """The probe with no context at all."""
+  item = probes.item_from_record(record)
+  if record.get('context_inputs'):
+    prompt = schema.render_context_prompt([], [], record['input'])
+    item = dataclasses.replace(item, prompt=prompt)
+  return item
+
+
+def evaluate_split(scorer: scoring.Scorer, records: list[dict], documents: list[dict],
+                   config: icl.IclConfig, workdir: pathlib.Path, split: str) -> dict:
+  """Scores one split both ways; writes per-item files; returns a table row."""
+  baseline = scorer.score([_baseline(r) for r in records], progress=True)
+  results.write_items(workdir / f'{split}-baseline.jsonl', baseline)
+  items = probes.items(records)
+  if documents:
+    outcome = icl.evaluate(scorer, items, [r['facts'] for r in records],
+                           documents, config, progress=True)
+  else:  # The prompts hold their own context examples.
+    outcome = icl.IclResult((tuple(scorer.score(items, progress=True)),), len(items))
+  for k, scores in enumerate(outcome.subsamples):
+    results.write_items(workdir / f'{split}-icl.jsonl' if k == 0 else
+                        workdir / f'{split}-icl-{k}.jsonl', scores, {'subsample': k})
+  acc, base = outcome.accuracy(), scoring.accuracy(baseline)
+  return {
+      'split': split, 'n': len(records), 'chance': results.chance(baseline),
+      'baseline': base['sum'], 'icl': acc['sum']['mean'], 'icl_std': acc['sum']['std'],
+      'icl_min': acc['sum']['min'], 'icl_max': acc['sum']['max'],
+      'contexts': outcome.num_contexts, 'baseline_char': base['char'],
+      'icl_char': acc['char']['mean'],
+  }
+
+
+@JOBS.register('eval_icl')
+def run(config: ml_collections.ConfigDict, workdir: pathlib.Path) -> list[dict]:
+  """Evaluates every probe split of `config.dataset`; returns the table rows."""
+  env = common.setup(config)
+  scorer = scoring.Scorer(env.model, env.params, env.tok,
+                          scoring.ScorerConfig(**config.scorer), env.mesh, env.rules)
+  train = probes.load_records(config.dataset, 'train', config.data_config)
+  documents = [r for r in train if r.get('text')]
+  splits = (config.splits.split(',') if config.splits
+            else probes.probe_splits(config.dataset, config.data_config))
+  rows = []
+  for split in splits:
+    records = probes.load_records(config.dataset, split, config.data_config,
+                                  config.limit or None)
+    rows.append(evaluate_split(scorer, records, documents, icl.IclConfig(**config.icl),
+                               workdir, split))
+    logging.info('%s', rows[-1])
+  results.write_json(workdir / 'summary.json', rows)
+  table = results.markdown_table(rows, COLUMNS)
+  header = (f'# {config.dataset} ({config.data_config}): {config.model.preset} '
+            f'({config.model.checkpoint}), accuracy by summed log-likelihood\n\n')
+  (workdir / 'results.md').write_text(header + table + '\n')
+  print(header + table)
+  return rows
