@@ -20,9 +20,15 @@ ConfigDict = ml_collections.ConfigDict
 
 def model(preset: str = 'gemma3_270m', checkpoint: str = 'embedded',
           dtype: str = 'float32') -> ConfigDict:
-  """Which model, from where, in which dtypes (see checkpoints/load.py)."""
-  return ConfigDict(dict(preset=preset, checkpoint=checkpoint, dtype=dtype,
-                         param_dtype='float32', remat=False))
+  """Which model, from where, in which dtypes (see checkpoints/load.py).
+
+  lora.rank > 0 trains low-rank adapters on `lora.targets` only.
+  """
+  return ConfigDict(dict(
+      preset=preset, checkpoint=checkpoint, dtype=dtype, param_dtype='float32',
+      remat=False, lora=dict(rank=0, alpha=16.0, targets=(
+          'q_einsum', 'kv_einsum', 'qkv_einsum', 'attn_vec_einsum',
+          'gating_einsum', 'linear'))))
 
 
 def scorer(**overrides) -> ConfigDict:
@@ -99,3 +105,34 @@ def bad_override(config: ConfigDict, argv: list[str]) -> str | None:
       node = node[key]
       walked.append(key)
   return None
+
+
+def train(**overrides) -> ConfigDict:
+  """Optimization (train/optim.py) and batch shape."""
+  c = ConfigDict(dict(
+      steps=200, batch_size=8, seq_len=128, accum=1, learning_rate=3e-4,
+      warmup_steps=10, schedule='cosine', final_lr_fraction=0.1, grad_clip=1.0,
+      b1=0.9, b2=0.999, weight_decay=0.0, log_every=10, peak_flops=0.0))
+  c.update(overrides)
+  return c
+
+
+def data(dataset: str, **overrides) -> ConfigDict:
+  """Which split trains, and how each sequence is built (data/samplers.py)."""
+  c = ConfigDict(dict(dataset=dataset, config='full', split='train',
+                      sampler='documents', num_context=4, seed=0))
+  c.update(overrides)
+  return c
+
+
+def checkpoint(**overrides) -> ConfigDict:
+  """Orbax checkpointing (checkpoints/manager.py)."""
+  c = ConfigDict(dict(every=50, keep=2, best_metric='', best_mode='max',
+                      async_save=True))
+  c.update(overrides)
+  return c
+
+
+def evaluation(splits: str = '', every: int = 0, limit: int = 0) -> ConfigDict:
+  """Eval hook: probe splits scored every `every` steps (0: never)."""
+  return ConfigDict(dict(splits=splits, every=every, limit=limit))

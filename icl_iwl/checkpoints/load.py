@@ -17,6 +17,7 @@ from icl_iwl.checkpoints import hf
 from icl_iwl.checkpoints.params import CheckpointError
 from icl_iwl.data import tokenizer as tokenizer_lib
 from icl_iwl.model import gemma
+from icl_iwl.model import layers
 from icl_iwl.model import presets
 
 DTYPES = {'float32': jnp.float32, 'bfloat16': jnp.bfloat16}
@@ -32,9 +33,13 @@ def dtype(name: str):
 def model_from_config(config: ml_collections.ConfigDict,
                       arch: presets.GemmaConfig | None = None) -> gemma.Transformer:
   """The Transformer module a model config describes."""
+  lora = None
+  if config.lora.rank:
+    lora = layers.LoraConfig(config.lora.rank, config.lora.alpha,
+                             tuple(config.lora.targets))
   return gemma.Transformer(
       arch or presets.get(config.preset), dtype=dtype(config.dtype),
-      param_dtype=dtype(config.param_dtype), remat=config.remat)
+      param_dtype=dtype(config.param_dtype), remat=config.remat, lora=lora)
 
 
 def load(config: ml_collections.ConfigDict,

@@ -125,6 +125,10 @@ class Scorer:
     self._replicated = jax.NamedSharding(self.mesh, jax.P())
     self._compiled: dict[tuple, Any] = {}
 
+  def set_params(self, params: Any) -> None:
+    """Scores with `params` from now on (e.g. during training)."""
+    self.params = jax.device_put(params, self._param_shardings)
+
   @property
   def num_compiled(self) -> int:
     """How many distinct shapes have been compiled so far."""

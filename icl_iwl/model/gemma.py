@@ -45,10 +45,11 @@ class Attention(nn.Module):
   attn_type: AttentionType
   dtype: Dtype = jnp.float32
   param_dtype: Dtype = jnp.float32
+  lora: layers.LoraConfig | None = None
 
   def setup(self):
     c = self.config
-    dt = dict(dtype=self.dtype, param_dtype=self.param_dtype)
+    dt = dict(dtype=self.dtype, param_dtype=self.param_dtype, lora=self.lora)
     if c.num_kv_heads == c.num_heads:
       self.qkv_einsum = layers.Einsum(
           (3, c.num_heads, c.embed_dim, c.head_dim),
@@ -153,6 +154,7 @@ class FeedForward(nn.Module):
   config: GemmaConfig
   dtype: Dtype = jnp.float32
   param_dtype: Dtype = jnp.float32
+  lora: layers.LoraConfig | None = None
 
   @nn.compact
   def __call__(self, x_BTD: jax.Array) -> jax.Array:
@@ -167,6 +169,10 @@ class FeedForward(nn.Module):
                         shape, self.param_dtype)
     linear = self.param('linear', nn.with_logical_partitioning(init, ('mlp', 'embed')),
                         (c.hidden_dim, c.embed_dim), self.param_dtype)
+    gating = layers.with_lora(self, 'gating_einsum', 'gating_einsum', gating, eqn,
+                              self.lora)
+    linear = layers.with_lora(self, 'linear', 'linear', linear, 'BTF,FD->BTD',
+                              self.lora)
     # [2, B, T, F]
     gate_CBTF = layers.einsum(eqn, x_BTD, gating, self.dtype)
     h_BTF = nn.gelu(gate_CBTF[0], approximate=True) * gate_CBTF[1]
@@ -181,10 +187,11 @@ class Block(nn.Module):
   attn_type: AttentionType
   dtype: Dtype = jnp.float32
   param_dtype: Dtype = jnp.float32
+  lora: layers.LoraConfig | None = None
 
   def setup(self):
     c = self.config
-    dt = dict(dtype=self.dtype, param_dtype=self.param_dtype)
+    dt = dict(dtype=self.dtype, param_dtype=self.param_dtype, lora=self.lora)
     norm = lambda: layers.RMSNorm(c.norm_eps, self.param_dtype)  # noqa: E731
     self.pre_attention_norm = norm()
     self.attn = Attention(c, self.attn_type, **dt)
@@ -209,7 +216,8 @@ class Block(nn.Module):
 
 
 class Transformer(nn.Module):
-  """Gemma decoder. Weights in `param_dtype`, compute in `dtype`.
+  """Gemma decoder. Weights in `param_dtype`, compute in `dtype`; optional
+  LoRA adapters (`lora`) and rematerialization of each block (`remat`).
 
   Call it on tokens to get logits (or hidden states) and the keys/values of
   those tokens; pass the keys/values of earlier tokens back as `memory`
@@ -221,6 +229,7 @@ class Transformer(nn.Module):
   dtype: Dtype = jnp.float32
   param_dtype: Dtype = jnp.float32
   remat: bool = False
+  lora: layers.LoraConfig | None = None
 
   def setup(self):
     c = self.config
@@ -228,7 +237,7 @@ class Transformer(nn.Module):
     self.embedder = layers.Embedder(c.vocab_size, c.embed_dim, **dt)
     block = nn.remat(Block) if self.remat else Block
     self.blocks = [
-        block(c, attn_type, name=f'layer_{i}', **dt)
+        block(c, attn_type, name=f'layer_{i}', lora=self.lora, **dt)
         for i, attn_type in enumerate(c.attention_types)
     ]
     self.final_norm = layers.RMSNorm(c.norm_eps, self.param_dtype)

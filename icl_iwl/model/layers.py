@@ -10,6 +10,8 @@ every contraction accumulates in float32 (`preferred_element_type`), which is
 what TPUs want and, for bf16 on this kind of CPU, 2x faster than bf16 output.
 """
 
+import dataclasses
+import math
 from typing import Any
 
 from flax import linen as nn
@@ -32,6 +34,46 @@ def einsum(
   return out.astype(out_dtype or dtype)
 
 
+@dataclasses.dataclass(frozen=True)
+class LoraConfig:
+  """Low-rank adapters: W + (alpha / rank) * A @ B on the `targets` weights.
+
+  targets name weights: q_einsum, kv_einsum, qkv_einsum, attn_vec_einsum,
+  gating_einsum, linear.
+  """
+
+  rank: int
+  alpha: float = 16.0
+  targets: tuple[str, ...] = ('q_einsum', 'kv_einsum', 'qkv_einsum',
+                              'attn_vec_einsum', 'gating_einsum', 'linear')
+
+
+def with_lora(module: nn.Module, target: str, weight_name: str, w: jax.Array,
+              eqn: str, lora: LoraConfig | None) -> jax.Array:
+  """`w`, plus its LoRA update if `target` is adapted.
+
+  The weight's dims contracted with the input in `eqn` ('x,w->y') go through
+  A [in, rank] (params `<weight_name>_lora_a`), the others through B [rank,
+  out] (`<weight_name>_lora_b`). B starts at zero: training starts exactly
+  from the base model.
+  """
+  if lora is None or not lora.rank or target not in lora.targets:
+    return w
+  x_letters, w_letters = eqn.split('->')[0].split(',')
+  ins = [i for i, c in enumerate(w_letters) if c in x_letters]
+  outs = [i for i, c in enumerate(w_letters) if c not in x_letters]
+  n_in = math.prod(w.shape[i] for i in ins)
+  n_out = math.prod(w.shape[i] for i in outs)
+  a = module.param(f'{weight_name}_lora_a', nn.with_logical_partitioning(
+      nn.initializers.normal(n_in**-0.5), (None, None)), (n_in, lora.rank), w.dtype)
+  b = module.param(f'{weight_name}_lora_b', nn.with_logical_partitioning(
+      nn.initializers.zeros_init(), (None, None)), (lora.rank, n_out), w.dtype)
+  delta = (a.astype(jnp.float32) @ b.astype(jnp.float32)) * (lora.alpha / lora.rank)
+  order = ins + outs  # Axis k of `delta` is axis order[k] of w.
+  delta = delta.reshape([w.shape[i] for i in order])
+  return w + delta.transpose([order.index(j) for j in range(w.ndim)]).astype(w.dtype)
+
+
 class Einsum(nn.Module):
   """A weight of `shape` (logical `axes`) contracted with the input by `eqn`."""
 
@@ -40,6 +82,7 @@ class Einsum(nn.Module):
   dtype: Dtype = jnp.float32
   param_dtype: Dtype = jnp.float32
   weight_name: str = 'w'
+  lora: LoraConfig | None = None
 
   @nn.compact
   def __call__(self, eqn: str, x: jax.Array) -> jax.Array:
@@ -49,6 +92,7 @@ class Einsum(nn.Module):
         self.shape,
         self.param_dtype,
     )
+    w = with_lora(self, self.name, self.weight_name, w, eqn, self.lora)
     return einsum(eqn, x, w, self.dtype)
 
 

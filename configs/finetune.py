@@ -1,0 +1,38 @@
+"""Fine-tune Gemma 3 270M on a dataset's training documents (knowledge FT).
+
+    python -m icl_iwl.main --config=configs/finetune.py:reversals \
+        --workdir=/tmp/ft/reversals
+    python -m icl_iwl.main --config=configs/finetune.py:reversals,lora \
+        --workdir=/tmp/ft/reversals_lora
+
+arg: the dataset, then optional words: 'lora' (rank-16 adapters instead of
+full fine-tuning), 'bf16' (bf16 compute, f32 master weights), 'tiny' (a
+random two-layer model on the small dataset, for tests and laptops). The
+probe splits are scored every `eval.every` steps and at the end.
+"""
+
+from icl_iwl import config_lib
+
+
+def get_config(arg: str | None = None):
+  a = config_lib.parse_arg(arg, dataset='reversals', lora=False, bf16=False,
+                           tiny=False)
+  c = config_lib.base('train')
+  c.data = config_lib.data(a.dataset)
+  c.train = config_lib.train()
+  c.checkpoint = config_lib.checkpoint()
+  c.eval = config_lib.evaluation(every=100)
+  c.scorer = config_lib.scorer()
+  if a.lora:
+    c.model.lora.rank = 16
+    c.train.learning_rate = 1e-3
+  if a.bf16:
+    c.model.dtype = 'bfloat16'
+  if a.tiny:
+    c.model.preset, c.model.checkpoint = 'tiny', 'random'
+    c.data.config = 'small'
+    c.train.update(steps=6, batch_size=8, seq_len=64, warmup_steps=2, log_every=1)
+    c.checkpoint.every = 2
+    c.eval.every = 3
+    c.eval.limit = 8
+  return c

@@ -1,0 +1,108 @@
+"""Orbax checkpoints of a training run: train state plus data-iterator state.
+
+Saves are asynchronous and atomic (orbax writes to a temporary directory and
+renames it when complete), so a killed run never leaves a checkpoint that
+loads half-written. Kept: the last `keep` checkpoints and, if `best_metric`
+is set, the best one by that eval metric.
+"""
+
+import pathlib
+from typing import Any
+
+from absl import logging
+import jax
+import orbax.checkpoint as ocp
+from orbax.checkpoint import checkpoint_managers
+
+from icl_iwl.checkpoints.params import CheckpointError
+
+
+class Checkpointer:
+  """Saves and restores (state, data state) under `directory`."""
+
+  def __init__(self, directory: str | pathlib.Path, keep: int = 2,
+               best_metric: str = '', best_mode: str = 'max',
+               async_save: bool = True):
+    if best_mode not in ('max', 'min'):
+      raise ValueError(f"best_mode must be 'max' or 'min', not {best_mode!r}.")
+    policies = [checkpoint_managers.LatestN(keep)]
+    if best_metric:
+      policies.append(checkpoint_managers.BestN(
+          get_metric_fn=lambda metrics: metrics[best_metric],
+          reverse=best_mode == 'max', n=1, keep_checkpoints_without_metrics=False))
+    self.best_metric = best_metric
+    self.directory = pathlib.Path(directory).absolute()
+    self._manager = ocp.CheckpointManager(
+        self.directory,
+        options=ocp.CheckpointManagerOptions(
+            preservation_policy=checkpoint_managers.AnyPreservationPolicy(policies),
+            enable_async_checkpointing=async_save,
+            cleanup_tmp_directories=True),
+        item_handlers={'state': ocp.StandardCheckpointHandler(),
+                       'data': ocp.JsonCheckpointHandler()})
+
+  def latest_step(self) -> int | None:
+    return self._manager.latest_step()
+
+  def all_steps(self) -> list[int]:
+    return list(self._manager.all_steps())
+
+  def save(self, step: int, state: Any, data_state: dict,
+           metrics: dict[str, float] | None = None) -> None:
+    """Starts saving (returns once arrays are copied off the devices)."""
+    if self.best_metric and metrics is not None and self.best_metric not in metrics:
+      raise KeyError(f'best_metric {self.best_metric!r} is not among the eval '
+                     f'metrics {sorted(metrics)}.')
+    self._manager.save(step, args=ocp.args.Composite(
+        state=ocp.args.StandardSave(state),
+        data=ocp.args.JsonSave(data_state)), metrics=metrics, force=True)
+
+  def wait(self) -> None:
+    self._manager.wait_until_finished()
+
+  def restore(self, abstract_state: Any, step: int | None = None,
+              ) -> tuple[Any, dict] | None:
+    """(state, data state) of `step` (default: latest), or None if none.
+
+    Args:
+      abstract_state: ShapeDtypeStructs with shardings, the layout to load into.
+      step: which checkpoint.
+
+    Raises:
+      CheckpointError: if the saved shapes do not match `abstract_state`.
+    """
+    step = self.latest_step() if step is None else step
+    if step is None:
+      return None
+    self._check_shapes(step, abstract_state)
+    restored = self._manager.restore(step, args=ocp.args.Composite(
+        state=ocp.args.StandardRestore(abstract_state),
+        data=ocp.args.JsonRestore()))
+    logging.info('Restored step %d from %s', step, self.directory)
+    return restored['state'], restored['data']
+
+  def _check_shapes(self, step: int, abstract_state: Any) -> None:
+    saved = _by_name(self._manager.item_metadata(step)['state'])
+    problems = []
+    for name, want in _by_name(abstract_state).items():
+      got = saved.get(name)
+      if got is None:
+        problems.append(f'{name} is missing')
+      elif tuple(got.shape) != tuple(want.shape):
+        problems.append(f'{name} has shape {tuple(got.shape)} in the checkpoint, '
+                        f'the config expects {tuple(want.shape)}')
+    if problems:
+      raise CheckpointError(
+          f'Checkpoint {self.directory / str(step)} does not match this run\'s '
+          'model (a different preset or LoRA setting?):\n  ' + '\n  '.join(problems[:20]))
+
+  def close(self) -> None:
+    self._manager.close()
+
+
+def _by_name(tree: Any) -> dict[str, Any]:
+  """{'params/layer_0/attn/q_einsum/w': leaf} for dataclass or dict trees."""
+  flat = jax.tree_util.tree_flatten_with_path(tree, is_leaf=lambda x: hasattr(x, 'shape'))[0]
+  def name(k):
+    return str(getattr(k, 'key', getattr(k, 'name', getattr(k, 'idx', k))))
+  return {'/'.join(name(k) for k in path): leaf for path, leaf in flat}

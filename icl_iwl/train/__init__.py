@@ -1,0 +1,1 @@
+"""Fine-tuning: optimizer, sharded train state, jitted step, the loop."""

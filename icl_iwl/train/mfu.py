@@ -1,0 +1,55 @@
+"""Model FLOPs utilization: achieved FLOP/s over the hardware's peak.
+
+TPU peaks are the published bf16 figures per chip. On CPU the peak is
+measured once per process: the best of a few 2048^3 matmuls in the compute
+dtype (bf16 inputs accumulate in f32), over the whole machine.
+"""
+
+import functools
+import time
+
+import jax
+import jax.numpy as jnp
+
+from icl_iwl.model.presets import GemmaConfig
+
+_TPU_PEAK = {  # bf16 FLOP/s per chip.
+    'TPU v4': 275e12, 'TPU v5 lite': 197e12, 'TPU v5e': 197e12,
+    'TPU v5p': 459e12, 'TPU v5': 459e12, 'TPU v6 lite': 918e12, 'TPU v6e': 918e12,
+}
+
+
+@functools.cache
+def _measured_cpu_peak(dtype) -> float:
+  n = 2048
+  x = jnp.ones((n, n), dtype)
+  f = jax.jit(lambda a, b: jnp.dot(a, b, preferred_element_type=jnp.float32))
+  f(x, x).block_until_ready()
+  best = float('inf')
+  for _ in range(3):
+    start = time.perf_counter()
+    f(x, x).block_until_ready()
+    best = min(best, time.perf_counter() - start)
+  return 2 * n**3 / best
+
+
+def peak_flops(dtype) -> float:
+  """Peak FLOP/s of all devices of this job for compute in `dtype`."""
+  device = jax.devices()[0]
+  if device.platform == 'tpu':
+    kind = next((k for k in _TPU_PEAK if device.device_kind.startswith(k)), None)
+    if kind:
+      return _TPU_PEAK[kind] * jax.device_count()
+  return _measured_cpu_peak(jnp.dtype(dtype)) * jax.process_count()
+
+
+def train_flops_per_token(config: GemmaConfig, seq_len: int) -> float:
+  """Model FLOPs of one trained token (PaLM's 6N + 12 L N H T, full FT).
+
+  N counts the matmul weights: attention, MLP and the tied output layer.
+  """
+  c = config
+  attn = c.embed_dim * c.head_dim * (2 * c.num_heads + 2 * c.num_kv_heads)
+  mlp = 3 * c.embed_dim * c.hidden_dim
+  n = c.num_layers * (attn + mlp) + c.vocab_size * c.embed_dim
+  return 6 * n + 12 * c.num_layers * c.num_heads * c.head_dim * seq_len

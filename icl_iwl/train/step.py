@@ -1,0 +1,93 @@
+"""The jitted train step and its signature (shared by training and planning).
+
+Loss: mean cross-entropy over target tokens; token t is predicted at t - 1
+within its packed segment and counts if `loss_mask[t]` is set. Gradient
+accumulation scans over micro-batches inside one step, so one call is one
+optimizer update; the state is donated.
+"""
+
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import optax
+
+from icl_iwl.model import cache
+from icl_iwl.model import gemma
+from icl_iwl.sharding import mesh as mesh_lib
+from icl_iwl.sharding import rules as rules_lib
+from icl_iwl.train import state as state_lib
+
+BATCH_KEYS = ('tokens', 'segment_ids', 'positions', 'loss_mask')
+
+
+def loss_sums(model: gemma.Transformer, params: Any,
+              batch: dict[str, jax.Array]) -> tuple[jax.Array, jax.Array]:
+  """(summed cross-entropy, number of target tokens) of a [B, L] batch."""
+  tokens, segments = batch['tokens'], batch['segment_ids']
+  logits, _ = model.apply({'params': params}, tokens, batch['positions'],
+                          cache.causal_mask(segments))
+  # [B, L-1]: token t+1 as predicted at t.
+  targets = tokens[:, 1:]
+  weights = (batch['loss_mask'][:, 1:] * (segments[:, 1:] == segments[:, :-1])
+             * (segments[:, 1:] != 0)).astype(jnp.float32)
+  logits = logits[:, :-1]
+  target_logits = jnp.take_along_axis(logits, targets[..., None], axis=-1)[..., 0]
+  ce = jax.nn.logsumexp(logits, axis=-1) - target_logits
+  return jnp.sum(ce * weights), jnp.sum(weights)
+
+
+def train_step(state: state_lib.TrainState, batch: dict[str, jax.Array], *,
+               model: gemma.Transformer, optimizer: optax.GradientTransformation,
+               accum: int) -> tuple[state_lib.TrainState, dict[str, jax.Array]]:
+  """One optimizer update from `accum` micro-batches of the [B, L] batch."""
+
+  def micro(carry, mb):
+    def f(trained):
+      return loss_sums(model, state_lib.merge(trained, state.frozen), mb)
+    (loss_sum, count), grads = jax.value_and_grad(f, has_aux=True)(state.params)
+    total_loss, total_count, total_grads = carry
+    return (total_loss + loss_sum, total_count + count,
+            jax.tree.map(jnp.add, total_grads, grads)), None
+
+  micro_batches = jax.tree.map(
+      lambda x: x.reshape(accum, x.shape[0] // accum, *x.shape[1:]), batch)
+  zeros = jax.tree.map(lambda p: jnp.zeros(p.shape, jnp.float32), state.params)
+  (loss_sum, count, grads), _ = jax.lax.scan(
+      micro, (jnp.zeros(()), jnp.zeros(()), zeros), micro_batches)
+  denom = jnp.maximum(count, 1.0)
+  grads = jax.tree.map(lambda g, p: (g / denom).astype(p.dtype), grads, state.params)
+  updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
+  params = optax.apply_updates(state.params, updates)
+  new_state = state.replace(step=state.step + 1, params=params, opt_state=opt_state)
+  finite = jnp.all(jnp.asarray([jnp.all(jnp.isfinite(p)) for p in jax.tree.leaves(params)]))
+  return new_state, {'loss': loss_sum / denom, 'grad_norm': optax.global_norm(grads),
+                     'targets': count, 'params_finite': finite}
+
+
+def compile_step(model: gemma.Transformer, optimizer: optax.GradientTransformation,
+                 is_trainable: state_lib.IsTrainable, mesh: jax.sharding.Mesh,
+                 rules: rules_lib.Rules, global_batch: int, seq_len: int,
+                 accum: int = 1) -> jax.stages.Compiled:
+  """The step, jitted with explicit shardings and donated state, compiled
+  ahead of time for [global_batch, seq_len] batches (no arrays needed: use
+  `.memory_analysis()` / `.cost_analysis()` to size a slice)."""
+  if global_batch % (accum * mesh_lib.batch_divisor(mesh, rules)):
+    raise ValueError(
+        f'Global batch {global_batch} must divide into {accum} micro-batches '
+        f'over {mesh_lib.batch_divisor(mesh, rules)} batch shards.')
+  abstract_state = state_lib.sharded_abstract(model, optimizer, is_trainable,
+                                              mesh, rules)
+  state_sharding = jax.tree.map(lambda s: s.sharding, abstract_state)
+  batch_sharding = jax.NamedSharding(mesh, jax.P(dict(rules).get('batch')))
+  abstract_batch = {k: jax.ShapeDtypeStruct((global_batch, seq_len), jnp.int32,
+                                            sharding=batch_sharding)
+                    for k in BATCH_KEYS}
+  step = jax.jit(
+      lambda s, b: train_step(s, b, model=model, optimizer=optimizer, accum=accum),
+      in_shardings=(state_sharding, batch_sharding),
+      out_shardings=(state_sharding, jax.NamedSharding(mesh, jax.P())),
+      donate_argnums=0)
+  with rules_lib.activation_context(mesh, rules):
+    return step.lower(abstract_state, abstract_batch).compile()
+

@@ -1,0 +1,146 @@
+"""End-to-end fine-tuning on the tiny preset: resume, devices, errors, LoRA."""
+
+import os
+import pathlib
+import signal
+import subprocess
+import sys
+import time
+
+import jax
+import numpy as np
+import pytest
+
+from icl_iwl import config_lib
+from icl_iwl.checkpoints import manager
+from icl_iwl.checkpoints.params import CheckpointError
+from icl_iwl.train import loop
+from icl_iwl.train import metrics
+
+_ROOT = pathlib.Path(__file__).resolve().parents[1]
+_CONFIG = str(_ROOT / 'configs' / 'finetune.py')
+
+
+def _config(*words: str, **train):
+  config = config_lib.load_file(f'{_CONFIG}:reversals,tiny' + ''.join(f',{w}' for w in words))
+  config.eval.every = 0
+  config.checkpoint.async_save = False
+  config.train.update(train)
+  return config
+
+
+def _main(workdir, *flags, devices: int = 8, wait: bool = True):
+  """python -m icl_iwl.main with the tiny finetune config, on `devices` CPUs."""
+  env = dict(os.environ, XLA_FLAGS=f'--xla_force_host_platform_device_count={devices}',
+             JAX_PLATFORMS='cpu')
+  cmd = [sys.executable, '-m', 'icl_iwl.main', f'--config={_CONFIG}:reversals,tiny',
+         f'--workdir={workdir}', '--config.eval.every=0', *flags]
+  proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                          text=True, cwd=_ROOT)
+  if not wait:
+    return proc
+  out, err = proc.communicate(timeout=900)
+  return proc.returncode, out, err
+
+
+def _final_state(workdir, step=None):
+  ckpt = manager.Checkpointer(pathlib.Path(workdir) / 'checkpoints')
+  step = ckpt.latest_step() if step is None else step
+  restored = ckpt._manager.restore(step)  # pylint: disable=protected-access
+  ckpt.close()
+  return step, jax.tree.map(np.asarray, dict(restored['state']))
+
+
+def _losses(workdir):
+  return [m['train/loss'] for m in metrics.read(workdir) if 'train/loss' in m]
+
+
+@pytest.fixture(scope='module')
+def straight(tmp_path_factory):
+  """A 4-step run in-process on 8 devices, checkpointed every step."""
+  workdir = tmp_path_factory.mktemp('straight')
+  config = _config(steps=4, learning_rate=3e-3, warmup_steps=0)
+  config.checkpoint.update(every=1, keep=10)
+  return workdir, loop.train(config, workdir)
+
+
+_FLAGS = ('--config.train.steps=4', '--config.train.learning_rate=3e-3',
+          '--config.train.warmup_steps=0', '--config.checkpoint.every=1',
+          '--config.checkpoint.keep=10')
+
+
+def _wait_for(path: pathlib.Path, proc: subprocess.Popen) -> None:
+  deadline = time.time() + 600
+  while not path.exists() and proc.poll() is None and time.time() < deadline:
+    time.sleep(0.1)
+
+
+def test_loss_goes_down_and_one_device_equals_eight(straight, tmp_path):
+  workdir, last = straight
+  code, _, err = _main(tmp_path, *_FLAGS, devices=1)
+  assert code == 0, err
+  eight, one = _losses(workdir), _losses(tmp_path)
+  assert len(eight) == 4 and eight[-1] < eight[0] - 0.05
+  np.testing.assert_allclose(one, eight, rtol=2e-5)
+  assert last['train/loss'] == eight[-1]
+
+
+def test_preempted_then_killed_run_resumes_bit_exactly(straight, tmp_path):
+  checkpoints = tmp_path / 'checkpoints'
+  # SIGTERM (TPU preemption): checkpoint at the step boundary, exit cleanly.
+  proc = _main(tmp_path, *_FLAGS, wait=False)
+  _wait_for(checkpoints / '1', proc)
+  proc.send_signal(signal.SIGTERM)
+  _, err = proc.communicate(timeout=600)
+  assert proc.returncode == 0, err
+  assert 'Preempted: saved step' in err
+  preempted_at = max(int(p.name) for p in checkpoints.iterdir() if p.name.isdigit())
+  assert preempted_at < 4
+  # SIGKILL after the next checkpoint: no chance to clean up.
+  proc = _main(tmp_path, *_FLAGS, wait=False)
+  _wait_for(checkpoints / str(preempted_at + 1), proc)
+  proc.kill()
+  proc.communicate()
+  code, _, err = _main(tmp_path, *_FLAGS)
+  assert code == 0, err
+  step_a, a = _final_state(straight[0])
+  step_b, b = _final_state(tmp_path)
+  assert step_a == step_b == 4
+  for (path, x), y in zip(jax.tree_util.tree_flatten_with_path(a)[0], jax.tree.leaves(b)):
+    np.testing.assert_array_equal(x, y, err_msg=jax.tree_util.keystr(path))
+  assert _losses(straight[0]) == _losses(tmp_path)
+
+
+def test_non_finite_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path):
+  config = _config(steps=6, learning_rate=1e30, warmup_steps=0, schedule='constant',
+                   grad_clip=1e30)
+  config.checkpoint.every = 1
+  with pytest.raises(FloatingPointError, match=r'at step (\d+).*last good checkpoint is step'):
+    loop.train(config, tmp_path)
+  step, state = _final_state(tmp_path)
+  assert all(np.isfinite(x).all() for x in jax.tree.leaves(state['params']))
+  assert step >= 1
+
+
+def test_lora_trains_only_the_adapters(tmp_path):
+  config = _config('lora', steps=2, warmup_steps=0)
+  loop.train(config, tmp_path)
+  _, first = _final_state(tmp_path, 2)
+  assert all('_lora_' in jax.tree_util.keystr(p)
+             for p, _ in jax.tree_util.tree_flatten_with_path(first['params'])[0])
+  assert first['frozen']['embedder']['input_embedding'].shape == (262144, 64)
+  b = first['params']['layer_0']['attn']['q_einsum']['w_lora_b']
+  assert np.abs(b).max() > 0  # The zero-initialized factor moved.
+  # A full fine-tuning config cannot resume the LoRA run: a clear error.
+  with pytest.raises(CheckpointError, match='does not match'):
+    loop.train(_config(steps=3), tmp_path)
+
+
+def test_wrong_config_key_and_bad_mesh_fail_clearly(tmp_path):
+  code, _, err = _main(tmp_path, '--config.train.stpes=3')
+  assert code == 2
+  assert "Unknown config key 'stpes'" in err and 'Did you mean steps' in err
+  config = _config()
+  config.mesh = (('data', 3), ('fsdp', 1), ('tensor', 1))
+  with pytest.raises(ValueError, match=r'data=3.*does not divide the 8 available cpu'):
+    loop.train(config, tmp_path)
