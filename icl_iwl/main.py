@@ -21,6 +21,9 @@ from ml_collections import config_flags
 
 from icl_iwl import config_lib
 from icl_iwl import jobs
+from icl_iwl import paths
+
+DONE = 'done.json'  # Written to the workdir when the job returns.
 
 _CONFIG = config_flags.DEFINE_config_file(
     'config', None, 'Experiment config file, path[:arg].', lock_config=True)
@@ -57,6 +60,8 @@ def main(argv: list[str]) -> None:
   if len(argv) > 1:
     raise app.UsageError(f'Unexpected arguments: {argv[1:]}')
   if _COORDINATOR.value:
+    # Cross-process collectives on CPU (TPUs and GPUs have their own).
+    jax.config.update('jax_cpu_collectives_implementation', 'gloo')
     jax.distributed.initialize(_COORDINATOR.value, _NUM_PROCESSES.value,
                                _PROCESS_ID.value)
   elif _MULTIHOST.value:
@@ -68,7 +73,10 @@ def main(argv: list[str]) -> None:
     (workdir / 'config.json').write_text(config.to_json_best_effort(indent=2) + '\n')
   logging.info('Job %r on %d devices (%d processes); workdir %s', config.job,
                jax.device_count(), jax.process_count(), workdir)
-  jobs.JOBS.get(config.job)(config, workdir)
+  result = jobs.JOBS.get(config.job)(config, workdir)
+  if jax.process_index() == 0:  # Sweeps skip runs that finished.
+    with paths.atomic_path(workdir / DONE) as tmp:
+      tmp.write_text(json.dumps(result, indent=2, default=str) + '\n')
 
 
 if __name__ == '__main__':

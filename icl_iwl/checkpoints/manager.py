@@ -11,6 +11,7 @@ from typing import Any
 
 from absl import logging
 import jax
+import numpy as np
 import orbax.checkpoint as ocp
 from orbax.checkpoint import checkpoint_managers
 
@@ -80,6 +81,19 @@ class Checkpointer:
         data=ocp.args.JsonRestore()))
     logging.info('Restored step %d from %s', step, self.directory)
     return restored['state'], restored['data']
+
+  def load_numpy(self, step: int | None = None) -> dict[str, Any]:
+    """A checkpoint's state as host numpy arrays, whatever mesh or number of
+    processes saved it (for inspection and export)."""
+    step = self.latest_step() if step is None else step
+    if step is None:
+      raise CheckpointError(f'{self.directory}: no checkpoint.')
+    metadata = self._manager.item_metadata(step)['state']
+    restore_args = jax.tree.map(
+        lambda _: ocp.RestoreArgs(restore_type=np.ndarray), metadata)
+    return ocp.PyTreeCheckpointer().restore(
+        self.directory / str(step) / 'state',
+        args=ocp.args.PyTreeRestore(restore_args=restore_args))
 
   def _check_shapes(self, step: int, abstract_state: Any) -> None:
     saved = _by_name(self._manager.item_metadata(step)['state'])

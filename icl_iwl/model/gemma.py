@@ -88,11 +88,15 @@ class Attention(nn.Module):
       ([B, T, D] output, {'k', 'v': [B, T, K, H]} of the T tokens).
     """
     c = self.config
+    # Stacked projections come out as [B, T, C, ...], not [C, B, T, ...]: the
+    # token-major layout of the matmul, with no transposing copy (CPU).
     if c.num_kv_heads == c.num_heads:
-      q_BTNH, k_BTKH, v_BTKH = self.qkv_einsum('BTD,CNDH->CBTNH', x_BTD)
+      qkv_BTCNH = self.qkv_einsum('BTD,CNDH->BTCNH', x_BTD)
+      q_BTNH, k_BTKH, v_BTKH = (qkv_BTCNH[:, :, i] for i in range(3))
     else:
       q_BTNH = self.q_einsum('BTD,NDH->BTNH', x_BTD)
-      k_BTKH, v_BTKH = self.kv_einsum('BTD,CKDH->CBTKH', x_BTD)
+      kv_BTCKH = self.kv_einsum('BTD,CKDH->BTCKH', x_BTD)
+      k_BTKH, v_BTKH = kv_BTCKH[:, :, 0], kv_BTCKH[:, :, 1]
     if c.use_qk_norm:
       q_BTNH = self._query_norm(q_BTNH)
       k_BTKH = self._key_norm(k_BTKH)
@@ -162,9 +166,9 @@ class FeedForward(nn.Module):
     c = self.config
     init = nn.initializers.normal()
     if c.transpose_gating_einsum:
-      shape, axes, eqn = (2, c.hidden_dim, c.embed_dim), (None, 'mlp', 'embed'), 'BTD,CFD->CBTF'
+      shape, axes, eqn = (2, c.hidden_dim, c.embed_dim), (None, 'mlp', 'embed'), 'BTD,CFD->BTCF'
     else:
-      shape, axes, eqn = (2, c.embed_dim, c.hidden_dim), (None, 'embed', 'mlp'), 'BTD,CDF->CBTF'
+      shape, axes, eqn = (2, c.embed_dim, c.hidden_dim), (None, 'embed', 'mlp'), 'BTD,CDF->BTCF'
     gating = self.param('gating_einsum', nn.with_logical_partitioning(init, axes),
                         shape, self.param_dtype)
     linear = self.param('linear', nn.with_logical_partitioning(init, ('mlp', 'embed')),
@@ -173,9 +177,10 @@ class FeedForward(nn.Module):
                               self.lora)
     linear = layers.with_lora(self, 'linear', 'linear', linear, 'BTF,FD->BTD',
                               self.lora)
-    # [2, B, T, F]
-    gate_CBTF = layers.einsum(eqn, x_BTD, gating, self.dtype)
-    h_BTF = nn.gelu(gate_CBTF[0], approximate=True) * gate_CBTF[1]
+    # [B, T, 2, F]: gate and up side by side per token, so the GeGLU reads
+    # them contiguously (a [2, B, T, F] result costs a transposing copy on CPU).
+    gate_BTCF = layers.einsum(eqn, x_BTD, gating, self.dtype)
+    h_BTF = nn.gelu(gate_BTCF[..., 0, :], approximate=True) * gate_BTCF[..., 1, :]
     h_BTF = _constrain(h_BTF, ('batch', 'length', 'act_mlp'))
     return layers.einsum('BTF,FD->BTD', h_BTF, linear, self.dtype)
 

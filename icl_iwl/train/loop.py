@@ -114,9 +114,9 @@ def train(config: ml_collections.ConfigDict, workdir: pathlib.Path) -> dict[str,
   records = probes.load_records(config.data.dataset, config.data.split,
                                 config.data.config)
   sampler = samplers.SAMPLERS.get(config.data.sampler)(records, config.data)
-  data = iter(pipeline.batches(
-      sampler, tok, tc.seq_len, tc.batch_size // jax.process_count(), config.data.seed,
-      jax.process_index(), jax.process_count()))
+  data = iter(pipeline.batches(sampler, tok, tc.seq_len, tc.batch_size,
+                               config.data.seed, jax.process_index(),
+                               jax.process_count()))
 
   ckpt = manager.Checkpointer(workdir / 'checkpoints', config.checkpoint.keep,
                               config.checkpoint.best_metric, config.checkpoint.best_mode,
