@@ -27,10 +27,12 @@ class Checkpointer:
     if best_mode not in ('max', 'min'):
       raise ValueError(f"best_mode must be 'max' or 'min', not {best_mode!r}.")
     policies = [checkpoint_managers.LatestN(keep)]
+    # BestN sorts ascending and keeps the top of that order (tested).
+
     if best_metric:
       policies.append(checkpoint_managers.BestN(
           get_metric_fn=lambda metrics: metrics[best_metric],
-          reverse=best_mode == 'max', n=1, keep_checkpoints_without_metrics=False))
+          reverse=best_mode == 'min', n=1, keep_checkpoints_without_metrics=False))
     self.best_metric = best_metric
     self.directory = pathlib.Path(directory).absolute()
     self._manager = ocp.CheckpointManager(
