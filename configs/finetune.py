@@ -9,6 +9,11 @@ arg: the dataset, then optional words: 'lora' (rank-16 adapters instead of
 full fine-tuning), 'bf16' (bf16 compute, f32 master weights), 'tiny' (a
 random two-layer model on the small dataset, for tests and laptops). The
 probe splits are scored every `eval.every` steps and at the end.
+
+get_sweep(arg): learning rate x (full fine-tuning, LoRA rank 16), 6 runs:
+
+    python -m launch.sweep --config=configs/finetune.py:reversals \
+        --root=/tmp/sweeps/reversals
 """
 
 from icl_iwl import config_lib
@@ -36,3 +41,10 @@ def get_config(arg: str | None = None):
     c.eval.every = 3
     c.eval.limit = 8
   return c
+
+
+def get_sweep(arg: str | None = None) -> list[dict[str, float | int]]:
+  """Overrides of get_config(arg), one dict per run (see launch/sweep.py)."""
+  del arg  # The same grid for every dataset.
+  return [{'train.learning_rate': lr, 'model.lora.rank': rank}
+          for rank in (0, 16) for lr in (1e-4, 3e-4, 1e-3)]

@@ -1,5 +1,7 @@
 """The real Gemma 3 270M: our GGUF path vs transformers' own GGUF load."""
 
+import dataclasses
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -9,6 +11,9 @@ from icl_iwl import paths
 from icl_iwl.checkpoints import gguf
 from icl_iwl.checkpoints import params as params_lib
 from icl_iwl.data import tokenizer
+from icl_iwl.eval import packing
+from icl_iwl.eval import probes
+from icl_iwl.eval import scoring
 from icl_iwl.model import cache
 from icl_iwl.model import gemma
 
@@ -106,3 +111,59 @@ def test_cached_conversion_equals_a_fresh_conversion():
   assert cached.keys() == fresh.keys()
   for key in fresh:
     np.testing.assert_array_equal(cached[key], fresh[key], err_msg=key)
+
+
+_PROBE_DATASETS = ('reversals', 'syllogisms', 'reversal_curse', 'semantic', 'ictrain')
+
+
+def _probe_items(per_split: int = 3) -> list:
+  items = []
+  for dataset in _PROBE_DATASETS:
+    for split in probes.probe_splits(dataset, 'small'):
+      items += probes.items(probes.load_records(dataset, split, 'small', per_split))
+  return items
+
+
+def _torch_logprobs(reference, tok, item) -> list[float]:
+  """Full forward of [BOS] + context + prompt + choice; log_softmax; gather."""
+  import torch  # pylint: disable=g-import-not-at-top
+
+  prefix = tok.encode(item.context, add_bos=True) + tok.encode(item.prompt.rstrip())
+  out = []
+  for choice in packing.choice_texts(item):
+    ids = tok.encode(choice)
+    with torch.no_grad():
+      logits = reference(torch.tensor([prefix + ids])).logits[0]
+    logp = torch.log_softmax(logits, -1)
+    out.append(float(sum(logp[len(prefix) - 1 + k, t] for k, t in enumerate(ids))))
+  return out
+
+
+def test_scorer_matches_a_straightforward_reference_on_every_probe_type(reference):
+  config, params = gguf.load_embedded()
+  tok = tokenizer.load_default()
+  items = _probe_items()
+  assert len({i.id.split('-')[0] for i in items}) >= 5 and len(items) >= 45
+  scores = scoring.Scorer(gemma.Transformer(config), params, tok).score(items)
+  worst = 0.0
+  for item, score in zip(items, scores):
+    expected = _torch_logprobs(reference, tok, item)
+    worst = max(worst, float(np.abs(np.asarray(score.logprob) - expected).max()))
+  assert worst <= 1e-3, worst
+
+
+def test_shared_context_matches_the_uncached_path_and_the_reference(reference):
+  config, params = gguf.load_embedded()
+  tok = tokenizer.load_default()
+  documents = probes.load_records('reversals', 'train', 'small')
+  context = '\n\n'.join(d['text'] for d in documents[:12]) + '\n\n'
+  items = [dataclasses.replace(i, context=context)
+           for i in probes.items(probes.load_records('reversals', 'test_reversal', 'small', 4))]
+  model = gemma.Transformer(config)
+  cached = scoring.Scorer(model, params, tok, scoring.ScorerConfig(context_chunk=128))
+  uncached = scoring.Scorer(model, params, tok,
+                            scoring.ScorerConfig(share_context=False, buckets=(512, 1024)))
+  for item, a, b in zip(items, cached.score(items), uncached.score(items)):
+    np.testing.assert_allclose(a.logprob, b.logprob, atol=1e-3, rtol=0)
+    np.testing.assert_allclose(a.logprob, _torch_logprobs(reference, tok, item),
+                               atol=1e-3, rtol=0)

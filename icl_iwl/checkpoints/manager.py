@@ -27,9 +27,7 @@ class Checkpointer:
     if best_mode not in ('max', 'min'):
       raise ValueError(f"best_mode must be 'max' or 'min', not {best_mode!r}.")
     policies = [checkpoint_managers.LatestN(keep)]
-    # BestN sorts ascending and keeps the top of that order (tested).
-
-    if best_metric:
+    if best_metric:  # BestN sorts ascending and keeps the top (tested).
       policies.append(checkpoint_managers.BestN(
           get_metric_fn=lambda metrics: metrics[best_metric],
           reverse=best_mode == 'min', n=1, keep_checkpoints_without_metrics=False))
