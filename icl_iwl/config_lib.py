@@ -78,13 +78,18 @@ def parse_arg(arg: str | None, **defaults) -> ConfigDict:
   return c
 
 
-def load_file(path: str) -> ConfigDict:
-  """get_config(arg) of 'configs/x.py[:arg]' (as --config= would load it)."""
-  file, _, arg = path.partition(':')
+def load_module(file: str):
+  """The Python module of a config file (get_config, maybe get_sweep)."""
   spec = importlib.util.spec_from_file_location(pathlib.Path(file).stem, file)
   module = importlib.util.module_from_spec(spec)
   spec.loader.exec_module(module)
-  return module.get_config(arg or None)
+  return module
+
+
+def load_file(path: str) -> ConfigDict:
+  """get_config(arg) of 'configs/x.py[:arg]' (as --config= would load it)."""
+  file, _, arg = path.partition(':')
+  return load_module(file).get_config(arg or None)
 
 
 def bad_override(config: ConfigDict, argv: list[str]) -> str | None:

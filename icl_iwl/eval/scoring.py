@@ -17,8 +17,9 @@ Why it is fast:
 
 import collections
 import dataclasses
+import itertools
 import logging
-from typing import Any, Iterable, Sequence
+from typing import Any, Iterable, Iterator, Sequence
 
 import jax
 import jax.numpy as jnp
@@ -124,10 +125,12 @@ class Scorer:
     self._batch_sharding = jax.NamedSharding(self.mesh, jax.P(batch_axes))
     self._replicated = jax.NamedSharding(self.mesh, jax.P())
     self._compiled: dict[tuple, Any] = {}
+    self._last_context: tuple[str, cache.Cache | None] = ('', None)
 
   def set_params(self, params: Any) -> None:
     """Scores with `params` from now on (e.g. during training)."""
     self.params = jax.device_put(params, self._param_shardings)
+    self._last_context = ('', None)
 
   @property
   def num_compiled(self) -> int:
@@ -217,32 +220,52 @@ class Scorer:
   def score(self, items: Sequence[Item], progress: bool = False) -> list[ItemScore]:
     """Scores every choice of every item (items may have different contexts)."""
     items = list(items)
+    with tqdm.tqdm(total=len(items), disable=not progress, desc='scoring',
+                   unit='item') as bar:
+      return self._score(items, bar)
+
+  def score_iter(self, items: Iterable[Item], chunk: int = 1024,
+                 total: int | None = None, progress: bool = False,
+                 ) -> Iterator[ItemScore]:
+    """Scores a stream of items `chunk` at a time, yielding results in order."""
+    items = iter(items)
+    with tqdm.tqdm(total=total, disable=not progress, desc='scoring',
+                   unit='item') as bar:
+      while block := list(itertools.islice(items, chunk)):
+        yield from self._score(block, bar)
+
+  def _context(self, context: str) -> tuple[list[int], cache.Cache | None, int]:
+    """(prompt prefix ids, memory, position offset) for items of `context`.
+
+    A shared context is encoded once into memory, except its last token,
+    which stays in each row to predict the choices of an empty prompt. The
+    last context's memory is kept, so streams of items sharing it reuse it.
+    """
+    prefix = self.tok.encode(context, add_bos=True)
+    if len(prefix) == 1 or not self.config.share_context:
+      return prefix, None, 0
+    if self._last_context[0] != context:
+      self._last_context = (context, self.encode_context(prefix[:-1]))
+    return prefix[-1:], self._last_context[1], len(prefix) - 1
+
+  def _score(self, items: list[Item], bar: tqdm.tqdm) -> list[ItemScore]:
     by_context = collections.defaultdict(list)
     for i, item in enumerate(items):
       by_context[item.context].append(i)
     logprob = [np.zeros(len(item.choices)) for item in items]
     num_tokens = [()] * len(items)
-    with tqdm.tqdm(total=len(items), disable=not progress, desc='scoring',
-                   unit='item') as bar:
-      for context, indices in by_context.items():
-        prefix = self.tok.encode(context, add_bos=True)
-        memory, offset = None, 0
-        if len(prefix) > 1 and self.config.share_context:
-          # The last context token stays in each row: it predicts the choices
-          # of an empty prompt.
-          memory, offset = self.encode_context(prefix[:-1]), len(prefix) - 1
-          prefix = prefix[-1:]
-        encoded = packing.encode([items[i] for i in indices], indices, self.tok,
-                                 prefix)
-        encoded = self._check_lengths(encoded, items)
-        for e in encoded:
-          num_tokens[e.index] = tuple(len(c) for c in e.choices)
-        for batch in packing.pack(encoded, offset, self.config.buckets, self.rows):
-          target_logprob = self._run(batch, memory)
-          real = batch.item >= 0
-          for i, j, lp in zip(batch.item[real], batch.choice[real], target_logprob[real]):
-            logprob[i][j] += lp
-          bar.update(len(set(batch.item[real].tolist())))
+    for context, indices in by_context.items():
+      prefix, memory, offset = self._context(context)
+      encoded = packing.encode([items[i] for i in indices], indices, self.tok, prefix)
+      encoded = self._check_lengths(encoded, items)
+      for e in encoded:
+        num_tokens[e.index] = tuple(len(c) for c in e.choices)
+      for batch in packing.pack(encoded, offset, self.config.buckets, self.rows):
+        target_logprob = self._run(batch, memory)
+        real = batch.item >= 0
+        for i, j, lp in zip(batch.item[real], batch.choice[real], target_logprob[real]):
+          logprob[i][j] += lp
+        bar.update(len(set(batch.item[real].tolist())))
     return [
         ItemScore(id=item.id, answer=item.answer,
                   logprob=tuple(float(x) for x in lp), num_tokens=n,

@@ -5,6 +5,7 @@ prints a table of accuracies.
 """
 
 import pathlib
+from typing import Iterator
 
 from absl import logging
 import ml_collections
@@ -16,16 +17,24 @@ from icl_iwl.jobs import JOBS
 from icl_iwl.jobs import common
 
 
-def probe_sets(spec: str, config: str) -> dict[str, list[probes.Item]]:
-  """'quickstart', or 'dataset' / 'dataset:split' entries, comma-separated."""
+def probe_sets(spec: str, config: str, limit: int | None = None,
+               ) -> Iterator[tuple[str, Iterator[probes.Item], int]]:
+  """(name, lazy items, count) of 'quickstart' or of comma-separated
+  'dataset' / 'dataset:split' entries."""
   if spec == 'quickstart':
-    return {'quickstart': list(probes.QUICKSTART)}
-  sets = {}
+    yield 'quickstart', iter(probes.QUICKSTART), len(probes.QUICKSTART)
+    return
   for entry in spec.split(','):
     dataset, _, split = entry.strip().partition(':')
     for s in [split] if split else probes.probe_splits(dataset, config):
-      sets[f'{dataset}/{s}'] = probes.items(probes.load_records(dataset, s, config))
-  return sets
+      yield (f'{dataset}/{s}', *probes.stream_items(dataset, s, config, limit))
+
+
+def _kept(scores: Iterator[scoring.ItemScore],
+          into: list[scoring.ItemScore]) -> Iterator[scoring.ItemScore]:
+  for s in scores:
+    into.append(s)
+    yield s
 
 
 @JOBS.register('score')
@@ -35,9 +44,11 @@ def run(config: ml_collections.ConfigDict, workdir: pathlib.Path) -> list[dict]:
   scorer = scoring.Scorer(env.model, env.params, env.tok,
                           scoring.ScorerConfig(**config.scorer), env.mesh, env.rules)
   rows = []
-  for name, items in probe_sets(config.probes, config.data_config).items():
-    scores = scorer.score(items, progress=True)
-    results.write_items(workdir / f'{name.replace("/", "-")}.jsonl', scores)
+  for name, items, total in probe_sets(config.probes, config.data_config,
+                                       config.limit or None):
+    scores = []  # Streamed to the JSONL file as they come.
+    results.write_items(workdir / f'{name.replace("/", "-")}.jsonl', _kept(
+        scorer.score_iter(items, total=total, progress=True), scores))
     rows.append({'probes': name, 'n': len(scores), 'chance': results.chance(scores),
                  **{f'acc_{k}': v for k, v in scoring.accuracy(scores).items()}})
     logging.info('%s: %s', name, rows[-1])

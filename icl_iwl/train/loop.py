@@ -188,4 +188,6 @@ def train(config: ml_collections.ConfigDict, workdir: pathlib.Path) -> dict[str,
     ckpt.wait()
     ckpt.close()
     writer.close()
+  if not last and jax.process_index() == 0:  # Nothing left to run: report the log.
+    last = next((m for m in reversed(metrics_lib.read(workdir)) if 'train/loss' in m), {})
   return last

@@ -1,0 +1,1 @@
+"""Launching icl_iwl jobs: TPU VM slices (tpu_vm.sh) and sweeps (sweep.py)."""
