@@ -80,7 +80,7 @@ def test_scores_equal_the_reference(context):
 
 def test_shared_context_equals_the_context_inlined_in_each_row():
   items = _items(_CONTEXT)
-  cached = _scorer(context_chunk=64).score(items)  # Several chunks.
+  cached = _scorer(context_chunk=64, logit_chunk=8).score(items)  # Several chunks.
   inline = _scorer(share_context=False, buckets=(512,)).score(items)
   for a, b in zip(cached, inline):
     np.testing.assert_allclose(a.logprob, b.logprob, atol=1e-4, rtol=0)

@@ -88,6 +88,7 @@ class ScorerConfig:
     the first; logged) for items longer than the largest bucket.
   share_context: encode each distinct context once into a key/value memory
     (False: put the context tokens in every item's row; for checking).
+  logit_chunk: targets per row whose [R, chunk, V] logits are made at once.
   """
 
   rows_per_batch: int = 8
@@ -96,6 +97,7 @@ class ScorerConfig:
   max_context: int = 8192
   too_long: str = 'error'
   share_context: bool = True
+  logit_chunk: int = 64
 
 
 def tree_mask(segments_BT: jax.Array, branches_BT: jax.Array) -> jax.Array:
@@ -147,9 +149,21 @@ class Scorer:
         memory, return_hidden=True)
     # [R, N, D]: only the positions that predict a choice token.
     hidden = jnp.take_along_axis(hidden, sources[..., None], axis=1)
-    logits = self.model.apply({'params': params}, hidden, method=self.model.logits)
-    target_logits = jnp.take_along_axis(logits, targets[..., None], axis=-1)[..., 0]
-    return target_logits - jax.nn.logsumexp(logits, axis=-1)
+    # The [R, N, V] logits are made in chunks of targets, to bound memory.
+    r, n, d = hidden.shape
+    c = min(n, self.config.logit_chunk)
+
+    def chunk_logprob(args):
+      h_RCD, t_RC = args
+      logits = self.model.apply({'params': params}, h_RCD, method=self.model.logits)
+      target = jnp.take_along_axis(logits, t_RC[..., None], axis=-1)[..., 0]
+      return target - jax.nn.logsumexp(logits, axis=-1)
+
+    # [N/C, R, C]
+    out = jax.lax.map(chunk_logprob, (
+        hidden.reshape(r, n // c, c, d).swapaxes(0, 1),
+        targets.reshape(r, n // c, c).swapaxes(0, 1)))
+    return out.swapaxes(0, 1).reshape(r, n)
 
   def _prefill(self, params, tokens, positions, valid, memory, start):
     """Writes one chunk of a shared context into its batch-1 memory."""
