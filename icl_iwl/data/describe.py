@@ -20,6 +20,7 @@ from absl import logging
 import tensorflow_datasets as tfds
 
 from icl_iwl import paths
+from icl_iwl import tables
 from icl_iwl.data import builders
 from icl_iwl.data import schema
 from icl_iwl.data import tokenizer as tokenizer_lib
@@ -94,22 +95,13 @@ def describe(names: Sequence[str], config: str, data_dir: str,
 
 def format_table(rows: Sequence[SplitStats]) -> str:
   """A Markdown table of `rows`."""
-  header = ('dataset', 'split', 'examples', 'choices', 'tokens min',
-            'tokens mean', 'tokens max')
-  body = [(r.dataset, r.split, str(r.examples), r.choices, str(r.min_tokens),
-           f'{r.mean_tokens:.1f}', str(r.max_tokens)) for r in rows]
-  widths = [max(len(row[i]) for row in [header, *body])
-            for i in range(len(header))]
-  right = set(range(2, len(header)))
-
-  def line(cells: Sequence[str]) -> str:
-    return '| ' + ' | '.join(
-        c.rjust(w) if i in right else c.ljust(w)
-        for i, (c, w) in enumerate(zip(cells, widths))) + ' |'
-
-  rule = '|' + '|'.join('-' * (w + 1) + (':' if i in right else '-')
-                       for i, w in enumerate(widths)) + '|'
-  return '\n'.join([line(header), rule, *map(line, body)])
+  return tables.markdown_table(
+      [{'dataset': r.dataset, 'split': r.split, 'examples': r.examples,
+        'choices': r.choices, 'tokens min': r.min_tokens,
+        'tokens mean': round(r.mean_tokens, 1), 'tokens max': r.max_tokens}
+       for r in rows],
+      ('dataset', 'split', 'examples', 'choices', 'tokens min', 'tokens mean',
+       'tokens max'), digits=1)
 
 
 def main(argv: Sequence[str]) -> None:

@@ -24,13 +24,3 @@ def write_json(path: str | pathlib.Path, value: Any) -> None:
 def chance(scores: Sequence[scoring.ItemScore]) -> float:
   """Expected accuracy of guessing uniformly among each item's choices."""
   return sum(1 / len(s.logprob) for s in scores) / max(1, len(scores))
-
-
-def markdown_table(rows: Sequence[Mapping[str, Any]], columns: Sequence[str]) -> str:
-  """A markdown table; floats with 3 decimals."""
-  def cell(v):
-    return f'{v:.3f}' if isinstance(v, float) else str(v)
-  lines = ['| ' + ' | '.join(columns) + ' |',
-           '|' + '|'.join('---' for _ in columns) + '|']
-  lines += ['| ' + ' | '.join(cell(r.get(c, '')) for c in columns) + ' |' for r in rows]
-  return '\n'.join(lines)

@@ -15,6 +15,7 @@ import ml_collections
 
 from icl_iwl.data import schema
 from icl_iwl.eval import icl
+from icl_iwl import tables
 from icl_iwl.eval import probes
 from icl_iwl.eval import results
 from icl_iwl.eval import scoring
@@ -76,7 +77,7 @@ def run(config: ml_collections.ConfigDict, workdir: pathlib.Path) -> list[dict]:
                                workdir, split))
     logging.info('%s', rows[-1])
   results.write_json(workdir / 'summary.json', rows)
-  table = results.markdown_table(rows, COLUMNS)
+  table = tables.markdown_table(rows, COLUMNS)
   header = (f'# {config.dataset} ({config.data_config}): {config.model.preset} '
             f'({config.model.checkpoint}), accuracy by summed log-likelihood\n\n')
   (workdir / 'results.md').write_text(header + table + '\n')

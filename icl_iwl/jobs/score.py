@@ -10,6 +10,7 @@ from typing import Iterator
 from absl import logging
 import ml_collections
 
+from icl_iwl import tables
 from icl_iwl.eval import probes
 from icl_iwl.eval import results
 from icl_iwl.eval import scoring
@@ -53,7 +54,7 @@ def run(config: ml_collections.ConfigDict, workdir: pathlib.Path) -> list[dict]:
                  **{f'acc_{k}': v for k, v in scoring.accuracy(scores).items()}})
     logging.info('%s: %s', name, rows[-1])
   results.write_json(workdir / 'summary.json', rows)
-  table = results.markdown_table(
+  table = tables.markdown_table(
       rows, ['probes', 'n', 'acc_sum', 'acc_mean', 'acc_char', 'chance'])
   (workdir / 'results.md').write_text(table + '\n')
   print(table)
