@@ -99,17 +99,23 @@ def contexts(documents: Sequence[Mapping[str, Any]], item_facts: Sequence[Sequen
     rng = random.Random(f'{config.seed}:{s}')
     chosen = {f: rng.sample(ds, min(len(ds), config.docs_per_fact or len(ds)))
               for f, ds in sorted(stating.items())}
+    # Items about the same facts go together (fewer contexts to encode):
+    # each joins the group its documents add least to, if they fit.
     groups: list[tuple[set[int], list[int]]] = []
-    for i in rng.sample(everything, len(everything)):
+    keys = {i: (sorted(item_facts[i]), rng.random()) for i in everything}
+    for i in sorted(everything, key=keys.__getitem__):
       own = {d for f in item_facts[i] for d in chosen.get(f, [])}
       if sum(lengths[d] for d in own) > limit:
         raise ValueError(
             f'Item {i} needs {sum(lengths[d] for d in own)} tokens of documents '
             f'but a group may use {limit} (budget {config.budget}); raise the '
             'budget or lower docs_per_fact.')
-      if groups and sum(lengths[d] for d in groups[-1][0] | own) <= limit:
-        groups[-1][0].update(own)
-        groups[-1][1].append(i)
+      cost = {g: sum(lengths[d] for d in own - docs) for g, (docs, _) in enumerate(groups)
+              if sum(lengths[d] for d in docs | own) <= limit}
+      if cost:
+        g = min(cost, key=cost.get)
+        groups[g][0].update(own)
+        groups[g][1].append(i)
       else:
         groups.append((own, [i]))
     pairs = []
