@@ -29,7 +29,7 @@ def test_documents_that_fit_make_one_shuffled_context():
 
 
 @pytest.mark.parametrize('dataset, split, budget', [
-    ('reversals', 'test_reversal', 256), ('semantic', 'test_deduction', 1024)])
+    ('reversals', 'test_reversal', 256), ('semantic', 'test_deduction', 2048)])
 def test_subsamples_cover_every_item_within_the_budget(dataset, split, budget):
   docs, items = _data(dataset, split)
   tok = tokenizer.load_default()
