@@ -15,7 +15,6 @@ randomized-control and validation files are not used.
 import os
 import random
 import re
-import sys
 from typing import Sequence
 
 from absl import app
@@ -144,14 +143,8 @@ def main(argv: Sequence[str]) -> None:
     raise app.UsageError(f'Unexpected arguments: {argv[1:]}')
   if not FLAGS.dir:
     raise app.UsageError('--dir is required.')
-  try:
-    builder = import_berglund(FLAGS.dir, FLAGS.name, FLAGS.data_dir,
-                              FLAGS.seed, FLAGS.overwrite)
-  except ValueError as e:
-    sys.exit(f'error: {e}')
-  counts = ', '.join(
-      f'{k}: {v.num_examples}' for k, v in builder.info.splits.items())
-  print(f'Wrote {builder.data_dir} ({counts})')
+  jsonl.run_import(import_berglund, FLAGS.dir, FLAGS.name, FLAGS.data_dir,
+                   FLAGS.seed, FLAGS.overwrite)
 
 
 if __name__ == '__main__':

@@ -54,15 +54,24 @@ def build(
   return built
 
 
-def main(argv: Sequence[str]) -> None:
+def selected_datasets(argv: Sequence[str]) -> list[str]:
+  """The --datasets of a data command (build, describe); quiets TFDS logs.
+
+  Raises:
+    app.UsageError: on extra arguments or an unknown dataset name.
+  """
   if len(argv) > 1:
     raise app.UsageError(f'Unexpected arguments: {argv[1:]}')
   if not FLAGS['verbosity'].present:
     logging.set_verbosity(logging.WARNING)  # TFDS logs every file it opens.
   try:
-    names = builders.select(FLAGS.datasets)
+    return builders.select(FLAGS.datasets)
   except KeyError as e:
     raise app.UsageError(e.args[0]) from None
+
+
+def main(argv: Sequence[str]) -> None:
+  names = selected_datasets(argv)
   if any(n.startswith(f'{builders.user.NAME}/') for n in names):
     raise app.UsageError('User datasets are written by icl_iwl.data.jsonl.')
   data_dir = FLAGS.data_dir or str(paths.data_dir())

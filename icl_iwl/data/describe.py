@@ -16,11 +16,11 @@ from typing import Any, Sequence
 
 from absl import app
 from absl import flags
-from absl import logging
 import tensorflow_datasets as tfds
 
 from icl_iwl import paths
 from icl_iwl import tables
+from icl_iwl.data import build
 from icl_iwl.data import builders
 from icl_iwl.data import schema
 from icl_iwl.data import tokenizer as tokenizer_lib
@@ -105,14 +105,7 @@ def format_table(rows: Sequence[SplitStats]) -> str:
 
 
 def main(argv: Sequence[str]) -> None:
-  if len(argv) > 1:
-    raise app.UsageError(f'Unexpected arguments: {argv[1:]}')
-  if not FLAGS['verbosity'].present:
-    logging.set_verbosity(logging.WARNING)  # TFDS logs every file it opens.
-  try:
-    names = builders.select(FLAGS.datasets)
-  except KeyError as e:
-    raise app.UsageError(e.args[0]) from None
+  names = build.selected_datasets(argv)
   tfds.disable_progress_bar()
   rows = describe(names, FLAGS.config, FLAGS.data_dir or str(paths.data_dir()),
                   tokenizer_lib.load_default())

@@ -21,7 +21,7 @@ import json
 import os
 import pathlib
 import sys
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 from absl import app
 from absl import flags
@@ -182,19 +182,25 @@ def _parse_sources() -> list[tuple[str, str, str]]:
   return sources
 
 
-def main(argv: Sequence[str]) -> None:
-  if len(argv) > 1:
-    raise app.UsageError(f'Unexpected arguments: {argv[1:]}')
-  if not FLAGS.name:
-    raise app.UsageError('--name is required.')
+def run_import(import_fn: Callable[..., Any], *args: Any) -> None:
+  """Command-line wrapper of an importer: exits with its error, or prints
+  the directory written and the examples per split."""
   try:
-    builder = import_jsonl(FLAGS.name, _parse_sources(), FLAGS.data_dir,
-                           FLAGS.overwrite)
+    builder = import_fn(*args)
   except ValueError as e:
     sys.exit(f'error: {e}')
   counts = ', '.join(
       f'{k}: {v.num_examples}' for k, v in builder.info.splits.items())
   print(f'Wrote {builder.data_dir} ({counts})')
+
+
+def main(argv: Sequence[str]) -> None:
+  if len(argv) > 1:
+    raise app.UsageError(f'Unexpected arguments: {argv[1:]}')
+  if not FLAGS.name:
+    raise app.UsageError('--name is required.')
+  run_import(import_jsonl, FLAGS.name, _parse_sources(), FLAGS.data_dir,
+             FLAGS.overwrite)
 
 
 if __name__ == '__main__':
