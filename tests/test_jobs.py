@@ -1,0 +1,55 @@
+"""The score and eval_icl jobs end to end on the tiny random model."""
+
+import json
+import pathlib
+
+import numpy as np
+import pytest
+
+from icl_iwl import config_lib
+from icl_iwl.jobs import eval_icl
+from icl_iwl.jobs import score
+
+_CONFIGS = pathlib.Path(__file__).resolve().parents[1] / 'configs'
+
+
+def _lines(path: pathlib.Path) -> list[dict]:
+  return [json.loads(line) for line in path.read_text().splitlines()]
+
+
+def _accuracy(items: list[dict]) -> float:
+  return float(np.mean([int(np.argmax(x['logprob'])) == x['answer'] for x in items]))
+
+
+def test_quickstart_scores_every_builtin_question(tmp_path):
+  config = config_lib.load_file(f'{_CONFIGS}/quickstart.py:tiny')
+  (row,) = score.run(config, tmp_path)
+  items = _lines(tmp_path / 'quickstart.jsonl')
+  assert row['n'] == len(items) == 12
+  assert row['acc_sum'] == pytest.approx(_accuracy(items))
+  assert 'quickstart' in (tmp_path / 'results.md').read_text()
+
+
+def test_eval_icl_writes_consistent_tables_and_items(tmp_path):
+  config = config_lib.load_file(f'{_CONFIGS}/eval_icl.py:syllogisms,tiny')
+  rows = eval_icl.run(config, tmp_path)
+  assert [r['split'] for r in rows] == ['test_mc', 'test_statements']
+  summary = json.loads((tmp_path / 'summary.json').read_text())
+  assert summary['splits'] == rows
+  for row in rows:
+    baseline = _lines(tmp_path / f"{row['split']}-baseline.jsonl")
+    icl = _lines(tmp_path / f"{row['split']}-icl.jsonl")
+    assert len(baseline) == len(icl) == row['n']
+    assert row['baseline'] == pytest.approx(_accuracy(baseline))
+    assert row['icl_min'] <= row['icl'] <= row['icl_max']
+    # The documents fit: one context, and in-context scores differ from none.
+    assert row['contexts'] == 1
+    assert not np.allclose([x['logprob'] for x in baseline], [x['logprob'] for x in icl])
+  # test_statements has one choice per item: its kinds get log-likelihoods.
+  kinds = summary['kinds']
+  assert {k['kind'] for k in kinds} == {'true', 'false', 'undetermined'}
+  assert sum(k['n'] for k in kinds) == rows[1]['n']
+  statements = _lines(tmp_path / 'test_statements-baseline.jsonl')
+  assert sum(k['baseline_logprob'] * k['n'] for k in kinds) == pytest.approx(
+      sum(x['logprob'][0] for x in statements))
+  assert 'by kind' in (tmp_path / 'results.md').read_text()
