@@ -34,6 +34,7 @@ def model(preset: str = 'gemma3_270m', checkpoint: str = 'embedded',
 def scorer(**overrides) -> ConfigDict:
   """Fields of `eval.scoring.ScorerConfig`."""
   c = ConfigDict(dict(rows_per_batch=8, buckets=(32, 64, 128, 256, 512, 1024),
+                      min_row_length=128,
                       context_chunk=512, max_context=8192, too_long='error',
                       share_context=True, logit_chunk=64))
   c.update(overrides)

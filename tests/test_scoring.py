@@ -148,3 +148,27 @@ def test_truncate_left_keeps_bos_and_the_end_of_the_prompt():
   short = _scorer().score([Item(tok.decode(kept), long.choices, id='y')])[0]
   assert tok.encode(tok.decode(kept)) == kept
   np.testing.assert_allclose(got.logprob, short.logprob, atol=1e-4, rtol=0)
+
+
+def test_short_items_share_rows_and_a_partial_batch_has_fewer_rows():
+  tok = tokenizer.load_default()
+  items = [Item('The fact is', (' true', ' false'), 0, id=str(i)) for i in range(20)]
+  encoded = packing.encode(items, range(len(items)), tok, [tok.bos_id])
+  assert len({e.length for e in encoded}) == 1
+
+  def shapes(min_row_length, row_multiple):
+    """Batch shapes: rows of `length` hold length // item tokens items; the
+    batch has the next power of two (times row_multiple) rows, at most 8."""
+    length = max(32, min_row_length)
+    rows = -(-len(items) // (length // encoded[0].length))
+    r = row_multiple
+    while r < rows:
+      r *= 2
+    return [(min(r, 8), length)]
+
+  for min_row_length, row_multiple in [(128, 2), (0, 1), (0, 4)]:
+    batches = list(packing.pack(encoded, 0, (32, 64, 128), 8, min_row_length,
+                                row_multiple))
+    assert [b.tokens.shape for b in batches] == shapes(min_row_length, row_multiple)
+    assert sorted(set(batches[0].item[batches[0].item >= 0].tolist())) == list(range(20))
+  assert shapes(128, 2)[0][0] < shapes(0, 1)[0][0]  # Fewer, fuller rows.

@@ -118,8 +118,11 @@ def bucket(n: int, buckets: Sequence[int]) -> int | None:
   return next((b for b in sorted(buckets) if b >= n), None)
 
 
-def _rows(encoded: list[Encoded], buckets: Sequence[int]) -> list[list[Encoded]]:
-  """First-fit decreasing: each row's capacity is the bucket of its first item."""
+def _rows(encoded: list[Encoded], buckets: Sequence[int], min_length: int
+          ) -> list[list[Encoded]]:
+  """First-fit decreasing: each row's capacity is the bucket of its first item,
+  or of `min_length` if longer (so that short items share rows)."""
+  min_length = min(min_length, max(buckets))
   rows, fill, capacity = [], [], []
   for e in sorted(encoded, key=lambda e: -e.length):
     for r, row in enumerate(rows):
@@ -130,30 +133,38 @@ def _rows(encoded: list[Encoded], buckets: Sequence[int]) -> list[list[Encoded]]
     else:
       rows.append([e])
       fill.append(e.length)
-      capacity.append(bucket(e.length, buckets))
+      capacity.append(bucket(max(e.length, min_length), buckets))
   return rows
 
 
 def pack(encoded: list[Encoded], offset: int, buckets: Sequence[int],
-         rows_per_batch: int) -> Iterator[Batch]:
-  """Packs encoded items into batches of `rows_per_batch` rows.
+         rows_per_batch: int, min_row_length: int = 0, row_multiple: int = 1
+         ) -> Iterator[Batch]:
+  """Packs encoded items into batches of at most `rows_per_batch` rows.
 
   Args:
     encoded: items that each fit the largest bucket.
     offset: position of the first prompt token (the shared context length).
     buckets: allowed row lengths T.
-    rows_per_batch: R; the last batch is padded with empty rows.
+    rows_per_batch: the most rows R per batch (a multiple of `row_multiple`).
+    min_row_length: rows hold at least this many tokens' worth of items.
+    row_multiple: R is `row_multiple` times a power of two (the batch shards):
+      a last, partial batch is padded with empty rows only up to that.
 
   Yields:
     Batches whose T is a bucket and N a power of two (>= 8, <= T).
   """
-  rows = _rows(encoded, buckets)
+  rows = _rows(encoded, buckets, min_row_length)
   for start in range(0, len(rows), rows_per_batch):
     chunk = rows[start:start + rows_per_batch]
+    r = row_multiple
+    while r < len(chunk):
+      r *= 2
+    r = min(r, rows_per_batch)
     t = max(bucket(sum(e.length for e in row), buckets) for row in chunk)
     n_targets = max(sum(len(c) for e in row for c in e.choices) for row in chunk)
     n = min(t, max(8, 1 << (n_targets - 1).bit_length()))
-    yield _fill(chunk, rows_per_batch, t, n, offset)
+    yield _fill(chunk, r, t, n, offset)
 
 
 def _fill(rows: list[list[Encoded]], r: int, t: int, n: int, offset: int) -> Batch:

@@ -79,8 +79,11 @@ class ItemScore:
 class ScorerConfig:
   """Shapes and policies of the scorer.
 
-  rows_per_batch: rows per call (rounded up to a multiple of the batch shards).
+  rows_per_batch: most rows per call (rounded up to a multiple of the batch
+    shards); a last, partial batch has fewer (a power of two times the shards).
   buckets: allowed row lengths; an item longer than the largest is too long.
+  min_row_length: short items share rows of at least this length (fewer,
+    fuller rows: less padding).
   context_chunk: a shared context is encoded in chunks of this many tokens
     into a memory whose length is a multiple of it.
   max_context: longest shared context (tokens).
@@ -93,6 +96,7 @@ class ScorerConfig:
 
   rows_per_batch: int = 8
   buckets: tuple[int, ...] = (32, 64, 128, 256, 512, 1024)
+  min_row_length: int = 128
   context_chunk: int = 512
   max_context: int = 8192
   too_long: str = 'error'
@@ -119,8 +123,8 @@ class Scorer:
     self.model, self.tok, self.config = model, tok, config
     self.mesh = mesh or mesh_lib.make_mesh(mesh_lib.DEFAULT_MESH)
     self.rules = rules_lib.fit(rules, model.config, self.mesh)
-    shards = mesh_lib.batch_divisor(self.mesh, self.rules)
-    self.rows = -(-config.rows_per_batch // shards) * shards
+    self._shards = mesh_lib.batch_divisor(self.mesh, self.rules)
+    self.rows = -(-config.rows_per_batch // self._shards) * self._shards
     self._param_shardings = rules_lib.param_shardings(model, self.mesh, self.rules)
     self.params = jax.device_put(params, self._param_shardings)
     batch_axes = dict(self.rules).get('batch')
@@ -274,7 +278,8 @@ class Scorer:
       encoded = self._check_lengths(encoded, items)
       for e in encoded:
         num_tokens[e.index] = tuple(len(c) for c in e.choices)
-      for batch in packing.pack(encoded, offset, self.config.buckets, self.rows):
+      for batch in packing.pack(encoded, offset, self.config.buckets, self.rows,
+                                self.config.min_row_length, self._shards):
         target_logprob = self._run(batch, memory)
         real = batch.item >= 0
         for i, j, lp in zip(batch.item[real], batch.choice[real], target_logprob[real]):
