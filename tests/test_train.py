@@ -165,3 +165,15 @@ def test_wrong_config_key_and_bad_mesh_fail_clearly(tmp_path):
   config.mesh = (('data', 3), ('fsdp', 1), ('tensor', 1))
   with pytest.raises(ValueError, match=r'data=3.*does not divide the 8 available cpu'):
     loop.train(config, tmp_path)
+
+
+def test_model_flops_per_token():
+  from icl_iwl.model import presets  # pylint: disable=g-import-not-at-top
+  from icl_iwl.train import mfu  # pylint: disable=g-import-not-at-top
+  config = presets.get('gemma3_270m')
+  full = mfu.train_flops_per_token(config, 128)
+  lora = mfu.train_flops_per_token(config, 128, frozen_weights=True)
+  attention = 12 * 18 * 4 * 256 * 128  # 12 L H Dh T.
+  # 6 x ~268M matmul weights (the tied output layer included, norms not).
+  assert 6 * 265e6 < full - attention < 6 * 269e6
+  assert (lora - attention) / (full - attention) == pytest.approx(4 / 6)

@@ -139,7 +139,8 @@ def train(config: ml_collections.ConfigDict, workdir: pathlib.Path) -> dict[str,
     evaluator = Evaluator(config, model, state_lib.merge(state.params, state.frozen),
                           tok, mesh, rules)
   tokens_per_step = tc.batch_size * tc.seq_len
-  flops_per_step = mfu.train_flops_per_token(model.config, tc.seq_len) * tokens_per_step
+  flops_per_step = mfu.train_flops_per_token(
+      model.config, tc.seq_len, frozen_weights=bool(config.model.lora.rank)) * tokens_per_step
   peak = tc.peak_flops or mfu.peak_flops(model.dtype)
   preemption = _Preemption()
   last: dict[str, float] = {}

@@ -43,13 +43,16 @@ def peak_flops(dtype) -> float:
   return _measured_cpu_peak(jnp.dtype(dtype)) * jax.process_count()
 
 
-def train_flops_per_token(config: GemmaConfig, seq_len: int) -> float:
+def train_flops_per_token(config: GemmaConfig, seq_len: int,
+                          frozen_weights: bool = False) -> float:
   """Model FLOPs of one trained token (PaLM's 6N + 12 L N H T, full FT).
 
   N counts the matmul weights: attention, MLP and the tied output layer.
+  `frozen_weights` (LoRA): no gradient of the base weights is computed, so
+  4N (forward and activation gradients; the small adapters are left out).
   """
   c = config
   attn = c.embed_dim * c.head_dim * (2 * c.num_heads + 2 * c.num_kv_heads)
   mlp = 3 * c.embed_dim * c.hidden_dim
   n = c.num_layers * (attn + mlp) + c.vocab_size * c.embed_dim
-  return 6 * n + 12 * c.num_layers * c.num_heads * c.head_dim * seq_len
+  return (4 if frozen_weights else 6) * n + 12 * c.num_layers * c.num_heads * c.head_dim * seq_len
