@@ -118,6 +118,15 @@ def bucket(n: int, buckets: Sequence[int]) -> int | None:
   return next((b for b in sorted(buckets) if b >= n), None)
 
 
+def num_targets_bucket(n: int) -> int:
+  """The smallest of 8, 12, 16, 24, 32, 48, ... (2^k and 1.5 x 2^k) >= n: few
+  shapes to compile, at most a third of the logits wasted on padding."""
+  b = 8
+  while b < n:
+    b = b * 3 // 2 if b & (b - 1) == 0 else b // 3 * 4
+  return b
+
+
 def _rows(encoded: list[Encoded], buckets: Sequence[int], min_length: int
           ) -> list[list[Encoded]]:
   """First-fit decreasing: each row's capacity is the bucket of its first item,
@@ -152,7 +161,7 @@ def pack(encoded: list[Encoded], offset: int, buckets: Sequence[int],
       a last, partial batch is padded with empty rows only up to that.
 
   Yields:
-    Batches whose T is a bucket and N a power of two (>= 8, <= T).
+    Batches whose T is a bucket and N a `num_targets_bucket` (<= T).
   """
   rows = _rows(encoded, buckets, min_row_length)
   for start in range(0, len(rows), rows_per_batch):
@@ -163,7 +172,7 @@ def pack(encoded: list[Encoded], offset: int, buckets: Sequence[int],
     r = min(r, rows_per_batch)
     t = max(bucket(sum(e.length for e in row), buckets) for row in chunk)
     n_targets = max(sum(len(c) for e in row for c in e.choices) for row in chunk)
-    n = min(t, max(8, 1 << (n_targets - 1).bit_length()))
+    n = min(t, num_targets_bucket(n_targets))
     yield _fill(chunk, r, t, n, offset)
 
 

@@ -91,7 +91,7 @@ class ScorerConfig:
     the first; logged) for items longer than the largest bucket.
   share_context: encode each distinct context once into a key/value memory
     (False: put the context tokens in every item's row; for checking).
-  logit_chunk: targets per row whose [R, chunk, V] logits are made at once.
+  logit_chunk: most targets per row whose [R, chunk, V] logits are made at once.
   """
 
   rows_per_batch: int = 8
@@ -155,7 +155,7 @@ class Scorer:
     hidden = jnp.take_along_axis(hidden, sources[..., None], axis=1)
     # The [R, N, V] logits are made in chunks of targets, to bound memory.
     r, n, d = hidden.shape
-    c = min(n, self.config.logit_chunk)
+    c = min(n & -n, self.config.logit_chunk)  # A power of two dividing N.
 
     def chunk_logprob(args):
       h_RCD, t_RC = args
