@@ -4,9 +4,17 @@ import datetime
 import importlib.metadata
 import os
 import platform
-from typing import Any
+import time
+from typing import Any, Callable
 
 GIB = 2.0**30
+
+
+def timed(fn: Callable[[], Any]) -> tuple[Any, float]:
+  """(result, seconds) of one call of `fn` (which must block until done)."""
+  start = time.perf_counter()
+  out = fn()
+  return out, time.perf_counter() - start
 
 
 def torch_model(dtype: str = 'float32'):

@@ -25,7 +25,7 @@ import gc
 import json
 import statistics
 import time
-from typing import Any, Callable
+from typing import Any
 
 from absl import app
 from absl import flags
@@ -54,13 +54,6 @@ _F32_RTOL = flags.DEFINE_float(
     'Max |logit diff| / max |logit| allowed between ours and torch in float32 '
     '(random ids give logits up to ~200); exceeding it is logged as an error '
     '(the timing is still reported).')
-
-
-def _time(fn: Callable[[], Any]) -> float:
-  """Seconds one call of `fn` takes (`fn` must block until its result is ready)."""
-  start = time.perf_counter()
-  fn()
-  return time.perf_counter() - start
 
 
 def _ours(config, params_f32, dtype: str, tokens_BT: np.ndarray):
@@ -140,8 +133,8 @@ def _compare(config, params_f32, dtype: str, tokens_BT: np.ndarray,
 
   ours_s, torch_s = [], []
   for i in range(_REPEATS.value):
-    ours_s.append(_time(run_ours))
-    torch_s.append(_time(run_torch))
+    ours_s.append(common.timed(run_ours)[1])
+    torch_s.append(common.timed(run_torch)[1])
     logging.info('%s repeat %d: ours %.2fs, torch %.2fs', dtype, i, ours_s[-1],
                  torch_s[-1])
   ours_tok_s = b * t / statistics.median(ours_s)

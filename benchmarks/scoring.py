@@ -70,7 +70,6 @@ import gc
 import json
 import random
 import statistics
-import time
 from typing import Any, Callable, Sequence
 
 from absl import app
@@ -141,13 +140,6 @@ class _Side:
   extra: dict[str, Any]
 
 
-def _time(fn: Callable[[], Any]) -> tuple[Any, float]:
-  """(result, seconds) of one call of `fn` (which must block until done)."""
-  start = time.perf_counter()
-  out = fn()
-  return out, time.perf_counter() - start
-
-
 def _probe_items(n: int, context: str = '') -> list[Item]:
   """The first ~n / splits probes of each test split of the dataset, n total."""
   splits = probes.probe_splits(_DATASET.value, 'full')
@@ -195,13 +187,13 @@ def _ours(scorer: scoring.Scorer, items: Sequence[Item]) -> _Side:
   """Times `scorer.score(items)`, compile excluded (see the module doc)."""
   compiled_before = scorer.num_compiled
   scorer.set_params(scorer.params)  # Drops any cached shared-context memory.
-  _, warmup_s = _time(lambda: scorer.score(items))
+  _, warmup_s = common.timed(lambda: scorer.score(items))
   logging.info('ours: warm-up (compiles) %.1fs, %d new shapes', warmup_s,
                scorer.num_compiled - compiled_before)
   seconds, scores = [], None
   for i in range(_REPEATS.value):
     scorer.set_params(scorer.params)  # Each timed run encodes the context.
-    scores, s = _time(lambda: scorer.score(items))
+    scores, s = common.timed(lambda: scorer.score(items))
     seconds.append(s)
     logging.info('ours: repeat %d %.2fs', i, s)
   return _Side(
@@ -241,11 +233,11 @@ def _group(flat: Sequence[float], items: Sequence[Item]) -> list[list[float]]:
 def _time_reference(run: Callable[[Sequence[int]], list[float]], n: int,
                     items: Sequence[Item], repeats: int) -> _Side:
   """Warm-up on request 0, then `repeats` timed runs over all `n` requests."""
-  _, warmup_s = _time(lambda: run([0]))
+  _, warmup_s = common.timed(lambda: run([0]))
   logging.info('reference: warm-up (1 request) %.1fs', warmup_s)
   seconds, flat = [], None
   for i in range(repeats):
-    flat, s = _time(lambda: run(range(n)))
+    flat, s = common.timed(lambda: run(range(n)))
     seconds.append(s)
     logging.info('reference: repeat %d %.2fs', i, s)
   return _Side(logprob=_group(flat, items), seconds=seconds,

@@ -126,8 +126,6 @@ _HPARAMS = flags.DEFINE_string(
 
 _FINETUNE_CONFIG = (pathlib.Path(__file__).resolve().parent.parent / 'configs'
                     / 'finetune.py')
-# optim.optimizer builds optax.adamw with this eps (not a config field).
-_ADAM_EPS = 1e-8
 
 
 # ----------------------------------------------------------------------------
@@ -191,8 +189,9 @@ def _config(dtype: str, batch: int, length: int):
 
 def _hparams(config) -> dict[str, float]:
   """The AdamW hyper-parameters `optim.optimizer(config.train)` uses."""
+  from icl_iwl.train import optim  # pylint: disable=g-import-not-at-top
   tc = config.train
-  return {'lr': tc.learning_rate, 'b1': tc.b1, 'b2': tc.b2, 'eps': _ADAM_EPS,
+  return {'lr': tc.learning_rate, 'b1': tc.b1, 'b2': tc.b2, 'eps': optim.ADAM_EPS,
           'weight_decay': tc.weight_decay, 'grad_clip': tc.grad_clip}
 
 

@@ -4,6 +4,8 @@ import jax
 import ml_collections
 import optax
 
+ADAM_EPS = 1e-8  # Not a config field; benchmarks/train_step.py gives it to torch too.
+
 
 def schedule(config: ml_collections.ConfigDict) -> optax.Schedule:
   """Linear warmup to `learning_rate`, then 'cosine' (down to
@@ -27,7 +29,7 @@ def optimizer(config: ml_collections.ConfigDict) -> optax.GradientTransformation
   """Global-norm clipping, then AdamW; weight decay only on matrices."""
   return optax.chain(
       optax.clip_by_global_norm(config.grad_clip),
-      optax.adamw(schedule(config), b1=config.b1, b2=config.b2, eps=1e-8,
+      optax.adamw(schedule(config), b1=config.b1, b2=config.b2, eps=ADAM_EPS,
                   weight_decay=config.weight_decay,
                   mask=lambda params: jax.tree.map(lambda p: p.ndim > 1, params)),
   )
