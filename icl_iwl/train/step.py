@@ -16,6 +16,7 @@ from icl_iwl.model import cache
 from icl_iwl.model import gemma
 from icl_iwl.sharding import mesh as mesh_lib
 from icl_iwl.sharding import rules as rules_lib
+from icl_iwl.train import loss as loss_lib
 from icl_iwl.train import state as state_lib
 
 BATCH_KEYS = ('tokens', 'segment_ids', 'positions', 'loss_mask')
@@ -25,17 +26,16 @@ def loss_sums(model: gemma.Transformer, params: Any,
               batch: dict[str, jax.Array]) -> tuple[jax.Array, jax.Array]:
   """(summed cross-entropy, number of target tokens) of a [B, L] batch."""
   tokens, segments = batch['tokens'], batch['segment_ids']
-  logits, _ = model.apply({'params': params}, tokens, batch['positions'],
-                          cache.causal_mask(segments))
-  # [B, L]: token t+1 as predicted at t; the last position predicts nothing
-  # (padding the small targets, not slicing the [B, L, V] logits, saves a copy).
+  hidden_BLD, _ = model.apply({'params': params}, tokens, batch['positions'],
+                              cache.causal_mask(segments), return_hidden=True)
+  # [B, L]: token t+1 as predicted at t; the last position predicts nothing.
   shift = lambda x: jnp.pad(x[:, 1:], ((0, 0), (0, 1)))  # noqa: E731
-  targets = shift(tokens)
   weights = (shift(batch['loss_mask']) * (shift(segments) == segments)
              * (shift(segments) != 0)).astype(jnp.float32)
-  target_logits = jnp.take_along_axis(logits, targets[..., None], axis=-1)[..., 0]
-  ce = jax.nn.logsumexp(logits, axis=-1) - target_logits
-  return jnp.sum(ce * weights), jnp.sum(weights)
+  loss = loss_lib.cross_entropy_sum(
+      hidden_BLD, params['embedder']['input_embedding'], shift(tokens), weights,
+      model.dtype, model.config.final_logit_softcap)
+  return loss, jnp.sum(weights)
 
 
 def train_step(state: state_lib.TrainState, batch: dict[str, jax.Array], *,

@@ -1,0 +1,100 @@
+"""The training loss: its hand-written gradient against autodiff of the
+textbook formula, and the target masking of packed batches."""
+
+import dataclasses
+
+from flax import linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from icl_iwl.model import cache
+from icl_iwl.model import gemma
+from icl_iwl.model import presets
+from icl_iwl.train import loss as loss_lib
+from icl_iwl.train import step as step_lib
+
+
+def _reference(x_BLD, embedding_VD, targets_BL, weights_BL, softcap):
+  """sum w * (logsumexp(logits) - logits[target]), differentiated by JAX."""
+  logits_BLV = jnp.einsum('BLD,VD->BLV', x_BLD, embedding_VD,
+                          precision=jax.lax.Precision.HIGHEST)
+  if softcap is not None:
+    logits_BLV = softcap * jnp.tanh(logits_BLV / softcap)
+  target_BL = jnp.take_along_axis(logits_BLV, targets_BL[..., None], -1)[..., 0]
+  return jnp.sum(weights_BL * (jax.nn.logsumexp(logits_BLV, -1) - target_BL))
+
+
+def _inputs(scale=3.0):
+  k = jax.random.split(jax.random.key(0), 4)
+  x_BLD = scale * jax.random.normal(k[0], (3, 7, 16))
+  embedding_VD = jax.random.normal(k[1], (23, 16))
+  targets_BL = jax.random.randint(k[2], (3, 7), 0, 23)
+  targets_BL = targets_BL.at[1].set(5)  # One token as the target of a whole row.
+  weights_BL = (jax.random.uniform(k[3], (3, 7)) > 0.3).astype(jnp.float32)
+  return x_BLD, embedding_VD, targets_BL, weights_BL
+
+
+@pytest.mark.parametrize('softcap', [None, 4.0])
+def test_value_and_gradients_match_autodiff(softcap):
+  x_BLD, embedding_VD, targets_BL, weights_BL = _inputs()
+
+  def ours(x, e):
+    return 2.5 * loss_lib.cross_entropy_sum(x, e, targets_BL, weights_BL,
+                                            jnp.float32, softcap)
+
+  def ref(x, e):
+    return 2.5 * _reference(x, e, targets_BL, weights_BL, softcap)
+
+  value, (dx, de) = jax.jit(jax.value_and_grad(ours, (0, 1)))(x_BLD, embedding_VD)
+  ref_value, (ref_dx, ref_de) = jax.value_and_grad(ref, (0, 1))(x_BLD, embedding_VD)
+  assert float(value) == pytest.approx(float(ref_value), rel=1e-5)
+  np.testing.assert_allclose(dx, ref_dx, rtol=1e-4, atol=1e-4)
+  np.testing.assert_allclose(de, ref_de, rtol=1e-4, atol=1e-4)
+  # Positions of weight 0 get no gradient at all.
+  np.testing.assert_array_equal(np.asarray(dx)[np.asarray(weights_BL) == 0], 0.0)
+
+
+def test_huge_logits_stay_finite():
+  x_BLD, embedding_VD, targets_BL, weights_BL = _inputs(scale=300.0)
+  value, grads = jax.value_and_grad(
+      lambda x, e: loss_lib.cross_entropy_sum(x, e, targets_BL, weights_BL),
+      (0, 1))(x_BLD, embedding_VD)
+  ref_value = _reference(x_BLD, embedding_VD, targets_BL, weights_BL, None)
+  assert float(value) == pytest.approx(float(ref_value), rel=1e-5)
+  assert all(bool(jnp.all(jnp.isfinite(g))) for g in grads)
+
+
+def test_bfloat16_compute_is_close_to_float32():
+  x_BLD, embedding_VD, targets_BL, weights_BL = _inputs()
+  grad = jax.grad(loss_lib.cross_entropy_sum, (0, 1))
+  dx16, de16 = grad(x_BLD, embedding_VD, targets_BL, weights_BL, jnp.bfloat16)
+  dx32, de32 = grad(x_BLD, embedding_VD, targets_BL, weights_BL, jnp.float32)
+  assert dx16.dtype == de16.dtype == jnp.float32  # Gradients in param dtype.
+  np.testing.assert_allclose(dx16, dx32, atol=0.1 * float(jnp.max(jnp.abs(dx32))))
+  np.testing.assert_allclose(de16, de32, atol=0.1 * float(jnp.max(jnp.abs(de32))))
+
+
+def test_loss_sums_counts_only_targets_inside_a_segment():
+  """Two packed segments plus padding: next-token loss within each segment,
+  only where loss_mask is set, as computed from the model's own logits."""
+  config = dataclasses.replace(presets.get('tiny'), vocab_size=31)
+  model = gemma.Transformer(config)
+  tokens = jnp.array([[3, 4, 5, 6, 7, 8, 9, 0]], jnp.int32)
+  segments = jnp.array([[1, 1, 1, 2, 2, 2, 2, 0]], jnp.int32)
+  positions = jnp.array([[0, 1, 2, 0, 1, 2, 3, 0]], jnp.int32)
+  loss_mask = jnp.array([[0, 1, 1, 0, 0, 1, 1, 0]], jnp.int32)
+  params = nn.unbox(model.init(jax.random.key(0), tokens, positions,
+                               cache.causal_mask(segments)))['params']
+  batch = dict(tokens=tokens, segment_ids=segments, positions=positions,
+               loss_mask=loss_mask)
+  total, count = step_lib.loss_sums(model, params, batch)
+
+  logits, _ = model.apply({'params': params}, tokens, positions,
+                          cache.causal_mask(segments))
+  logprobs = jax.nn.log_softmax(logits[0], -1)
+  # Targets (predicted at t - 1): tokens 4, 5 of segment 1; 8, 9 of segment 2.
+  expected = -sum(float(logprobs[t - 1, tokens[0, t]]) for t in (1, 2, 5, 6))
+  assert float(count) == 4
+  assert float(total) == pytest.approx(expected, rel=1e-5)
