@@ -98,3 +98,24 @@ def test_loss_sums_counts_only_targets_inside_a_segment():
   expected = -sum(float(logprobs[t - 1, tokens[0, t]]) for t in (1, 2, 5, 6))
   assert float(count) == 4
   assert float(total) == pytest.approx(expected, rel=1e-5)
+
+
+def test_bfloat16_train_step_gradient_runs_jitted_and_is_close_to_float32():
+  """bf16 compute, f32 params: the jitted gradient of the batch loss (every
+  dot must have a CPU kernel) is close to the f32 one."""
+  config = dataclasses.replace(presets.get('tiny'), vocab_size=31)
+  tokens = jax.random.randint(jax.random.key(1), (2, 16), 1, 31)
+  ones = jnp.ones_like(tokens)
+  batch = dict(tokens=tokens, segment_ids=ones, loss_mask=ones,
+               positions=jnp.broadcast_to(jnp.arange(16), tokens.shape))
+  params = nn.unbox(gemma.Transformer(config).init(
+      jax.random.key(0), tokens, batch['positions'], cache.causal_mask(ones)))['params']
+  grads = {}
+  for dtype in (jnp.float32, jnp.bfloat16):
+    model = gemma.Transformer(config, dtype=dtype, param_dtype=jnp.float32)
+    grads[dtype] = jax.jit(jax.grad(
+        lambda p: step_lib.loss_sums(model, p, batch)[0]))(params)
+  for g16, g32 in zip(jax.tree.leaves(grads[jnp.bfloat16]),
+                      jax.tree.leaves(grads[jnp.float32])):
+    assert g16.dtype == jnp.float32
+    np.testing.assert_allclose(g16, g32, atol=0.05 * float(jnp.max(jnp.abs(g32))) + 1e-6)

@@ -32,7 +32,10 @@ def _target_logits(x_BLD, embedding_VD, targets_BL, dtype, softcap):
   logit / d raw logit): the target column of the logits, without the
   [B, L, V] array."""
   e_BLD = embedding_VD[targets_BL]
-  z_BL = layers.einsum('BLD,BLD->BL', x_BLD, e_BLD, dtype, jnp.float32)
+  # A row-wise dot as multiply-and-sum: XLA:CPU has no bf16 x bf16 -> f32
+  # kernel for this batched dot.
+  cast = lambda a: a.astype(dtype).astype(jnp.float32)  # noqa: E731
+  z_BL = jnp.sum(cast(x_BLD) * cast(e_BLD), axis=-1)
   if softcap is None:
     return z_BL, e_BLD, jnp.ones_like(z_BL)
   t_BL = jnp.tanh(z_BL / softcap)
@@ -99,12 +102,15 @@ def _bwd(dtype, softcap, residuals, g):
   dx_BLD = (scale_BL1 * layers.einsum('BLV,VD->BLD', exp_BLV, embedding_VD,
                                       dtype, jnp.float32)
             - onehot_BL1 * e_BLD.astype(jnp.float32))
-  # [V, D], computed as [D, V]: 'BLD,BLV->DV' reads exp_BLV in its own layout
-  # ('BLV,BLD->VD' makes XLA copy it transposed first). The one-hot term
-  # scatters into the result in place.
+  # [V, D], computed as [D, V] and then transposed: 'BLD,BLV->DV' reads
+  # exp_BLV in its own layout ('BLV,BLD->VD' makes XLA copy the [B, L, V]
+  # array transposed first). The barrier keeps XLA from folding the transpose
+  # back into the dot, a form XLA:CPU has no bf16 x bf16 -> f32 kernel for.
+  # The one-hot term scatters into the result in place.
   x32_BLD = x_BLD.astype(jnp.float32)
-  de_VD = layers.einsum('BLD,BLV->DV', scale_BL1 * x32_BLD, exp_BLV, dtype,
-                        jnp.float32).T
+  de_DV = layers.einsum('BLD,BLV->DV', scale_BL1 * x32_BLD, exp_BLV, dtype,
+                        jnp.float32)
+  de_VD = jax.lax.optimization_barrier(de_DV).T
   de_VD = de_VD.at[targets_BL.reshape(-1)].add(
       -(onehot_BL1 * x32_BLD).reshape(-1, x_BLD.shape[-1]))
   return (dx_BLD.astype(x_BLD.dtype), de_VD.astype(embedding_VD.dtype), None,
