@@ -102,15 +102,19 @@ def _bwd(dtype, softcap, residuals, g):
   dx_BLD = (scale_BL1 * layers.einsum('BLV,VD->BLD', exp_BLV, embedding_VD,
                                       dtype, jnp.float32)
             - onehot_BL1 * e_BLD.astype(jnp.float32))
-  # [V, D], computed as [D, V] and then transposed: 'BLD,BLV->DV' reads
-  # exp_BLV in its own layout ('BLV,BLD->VD' makes XLA copy the [B, L, V]
-  # array transposed first). The barrier keeps XLA from folding the transpose
-  # back into the dot, a form XLA:CPU has no bf16 x bf16 -> f32 kernel for.
-  # The one-hot term scatters into the result in place.
+  # [V, D]. In f32, as [D, V] then transposed: 'BLD,BLV->DV' reads exp_BLV
+  # in its own layout and XLA folds the transpose into the dot (as
+  # 'BLV,BLD->VD' it first copies the [B, L, V] array transposed). XLA:CPU
+  # has no bf16 x bf16 -> f32 kernel for that folded form, so lower
+  # precisions take the direct form. The one-hot term scatters into the
+  # result in place.
   x32_BLD = x_BLD.astype(jnp.float32)
-  de_DV = layers.einsum('BLD,BLV->DV', scale_BL1 * x32_BLD, exp_BLV, dtype,
-                        jnp.float32)
-  de_VD = jax.lax.optimization_barrier(de_DV).T
+  if jnp.dtype(dtype) == jnp.float32:
+    de_VD = layers.einsum('BLD,BLV->DV', scale_BL1 * x32_BLD, exp_BLV, dtype,
+                          jnp.float32).T
+  else:
+    de_VD = layers.einsum('BLV,BLD->VD', exp_BLV, scale_BL1 * x32_BLD, dtype,
+                          jnp.float32)
   de_VD = de_VD.at[targets_BL.reshape(-1)].add(
       -(onehot_BL1 * x32_BLD).reshape(-1, x_BLD.shape[-1]))
   return (dx_BLD.astype(x_BLD.dtype), de_VD.astype(embedding_VD.dtype), None,
