@@ -177,3 +177,17 @@ def test_model_flops_per_token():
   # 6 x ~268M matmul weights (the tied output layer included, norms not).
   assert 6 * 265e6 < full - attention < 6 * 269e6
   assert (lora - attention) / (full - attention) == pytest.approx(4 / 6)
+
+
+@pytest.mark.parametrize('max_norm', [0.5, 100.0])
+def test_gradient_clipping_matches_optax(max_norm):
+  import optax  # pylint: disable=g-import-not-at-top
+  from icl_iwl.train import optim  # pylint: disable=g-import-not-at-top
+  k = jax.random.split(jax.random.key(0), 2)
+  grads = {'a': jax.random.normal(k[0], (3, 4)), 'b': {'c': jax.random.normal(k[1], (5,))}}
+  ours, ours_state = optim.clip_by_global_norm(max_norm).update(grads, optax.EmptyState())
+  ref, ref_state = optax.clip_by_global_norm(max_norm).update(grads, optax.EmptyState())
+  assert ours_state == ref_state  # Checkpoints of either restore into the other.
+  for x, y in zip(jax.tree.leaves(ours), jax.tree.leaves(ref)):
+    np.testing.assert_allclose(x, y, rtol=1e-6)
+  assert float(optax.global_norm(ours)) == pytest.approx(min(max_norm, float(optax.global_norm(grads))), rel=1e-6)

@@ -22,54 +22,71 @@ from icl_iwl.train import state as state_lib
 BATCH_KEYS = ('tokens', 'segment_ids', 'positions', 'loss_mask')
 
 
+def target_weights(batch: dict[str, jax.Array]) -> jax.Array:
+  """[B, L] float32: 1 where token t + 1 is a target predicted at t (same
+  segment, not padding, loss_mask set); the last position predicts nothing."""
+  segments = batch['segment_ids']
+  nxt = _next(segments)
+  return (_next(batch['loss_mask']) * (nxt == segments) * (nxt != 0)
+          ).astype(jnp.float32)
+
+
+def _next(x_BL: jax.Array) -> jax.Array:
+  """[B, L]: x[:, t + 1] at t, 0 at the end (padding the small [B, L]
+  arrays, never slicing [B, L, V] logits)."""
+  return jnp.pad(x_BL[:, 1:], ((0, 0), (0, 1)))
+
+
 def loss_sums(model: gemma.Transformer, params: Any,
               batch: dict[str, jax.Array]) -> tuple[jax.Array, jax.Array]:
   """(summed cross-entropy, number of target tokens) of a [B, L] batch."""
-  tokens, segments = batch['tokens'], batch['segment_ids']
-  hidden_BLD, _ = model.apply({'params': params}, tokens, batch['positions'],
-                              cache.causal_mask(segments), return_hidden=True)
-  # [B, L]: token t+1 as predicted at t; the last position predicts nothing.
-  shift = lambda x: jnp.pad(x[:, 1:], ((0, 0), (0, 1)))  # noqa: E731
-  weights = (shift(batch['loss_mask']) * (shift(segments) == segments)
-             * (shift(segments) != 0)).astype(jnp.float32)
+  hidden_BLD, _ = model.apply(
+      {'params': params}, batch['tokens'], batch['positions'],
+      cache.causal_mask(batch['segment_ids']), return_hidden=True)
+  weights_BL = target_weights(batch)
   loss = loss_lib.cross_entropy_sum(
-      hidden_BLD, params['embedder']['input_embedding'], shift(tokens), weights,
-      model.dtype, model.config.final_logit_softcap)
-  return loss, jnp.sum(weights)
+      hidden_BLD, params['embedder']['input_embedding'], _next(batch['tokens']),
+      weights_BL, model.dtype, model.config.final_logit_softcap)
+  return loss, jnp.sum(weights_BL)
 
 
 def train_step(state: state_lib.TrainState, batch: dict[str, jax.Array], *,
                model: gemma.Transformer, optimizer: optax.GradientTransformation,
                accum: int) -> tuple[state_lib.TrainState, dict[str, jax.Array]]:
-  """One optimizer update from `accum` micro-batches of the [B, L] batch."""
+  """One optimizer update from `accum` micro-batches of the [B, L] batch.
 
-  def grad_sums(mb):
-    """((summed loss, target count), summed gradients) of a micro-batch."""
+  The loss is the mean over the target tokens of the whole batch: their
+  count is known from the batch up front, so each micro-batch differentiates
+  its summed loss divided by it and the gradients come out normalized (no
+  extra pass over a params-sized tree).
+  """
+  count = jnp.sum(target_weights(batch))
+  denom = jnp.maximum(count, 1.0)
+
+  def grads_of(mb):
+    """(loss share, gradients) of a micro-batch."""
     def f(trained):
-      return loss_sums(model, state_lib.merge(trained, state.frozen), mb)
-    return jax.value_and_grad(f, has_aux=True)(state.params)
+      return loss_sums(model, state_lib.merge(trained, state.frozen), mb)[0] / denom
+    return jax.value_and_grad(f)(state.params)
 
   def micro(carry, mb):
-    (loss_sum, count), grads = grad_sums(mb)
-    total_loss, total_count, total_grads = carry
-    return (total_loss + loss_sum, total_count + count,
-            jax.tree.map(jnp.add, total_grads, grads)), None
+    loss, grads = grads_of(mb)
+    total_loss, total_grads = carry
+    return (total_loss + loss, jax.tree.map(jnp.add, total_grads, grads)), None
 
   if accum == 1:  # No accumulator: saves a params-sized buffer.
-    (loss_sum, count), grads = grad_sums(batch)
+    loss, grads = grads_of(batch)
   else:
     micro_batches = jax.tree.map(
         lambda x: x.reshape(accum, x.shape[0] // accum, *x.shape[1:]), batch)
     zeros = jax.tree.map(lambda p: jnp.zeros(p.shape, jnp.float32), state.params)
-    (loss_sum, count, grads), _ = jax.lax.scan(
-        micro, (jnp.zeros(()), jnp.zeros(()), zeros), micro_batches)
-  denom = jnp.maximum(count, 1.0)
-  grads = jax.tree.map(lambda g, p: (g / denom).astype(p.dtype), grads, state.params)
+    (loss, grads), _ = jax.lax.scan(micro, (jnp.zeros(()), zeros), micro_batches)
+    grads = jax.tree.map(lambda g, p: g.astype(p.dtype), grads, state.params)
   updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
   params = optax.apply_updates(state.params, updates)
   new_state = state.replace(step=state.step + 1, params=params, opt_state=opt_state)
   finite = jnp.all(jnp.asarray([jnp.all(jnp.isfinite(p)) for p in jax.tree.leaves(params)]))
-  return new_state, {'loss': loss_sum / denom, 'grad_norm': optax.global_norm(grads),
+  return new_state, {'loss': loss, 'grad_norm': optax.global_norm(grads),
                      'targets': count, 'params_finite': finite}
 
 
