@@ -34,7 +34,7 @@ def atomic_path(path: str | os.PathLike) -> Iterator[pathlib.Path]:
   """Yields a temporary path beside `path`; renames it to `path` on success.
 
   The rename is atomic on POSIX. On any exception the temporary is removed and
-  `path` is untouched.
+  `path` is untouched. The file gets the permissions `open()` would give it.
   """
   path = pathlib.Path(path)
   path.parent.mkdir(parents=True, exist_ok=True)
@@ -45,9 +45,16 @@ def atomic_path(path: str | os.PathLike) -> Iterator[pathlib.Path]:
     yield tmp
     with open(tmp, 'rb+') as f:
       os.fsync(f.fileno())
+    os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; give open()'s mode.
     os.replace(tmp, path)
   finally:
     tmp.unlink(missing_ok=True)
+
+
+def _umask() -> int:
+  mask = os.umask(0)
+  os.umask(mask)
+  return mask
 
 
 def embedded_gguf() -> pathlib.Path:

@@ -11,6 +11,8 @@
 import difflib
 from typing import Callable, Generic, TypeVar
 
+from icl_iwl import errors
+
 T = TypeVar('T', bound=Callable)
 
 
@@ -19,6 +21,13 @@ def unknown_name_message(kind: str, name: str, valid: list[str]) -> str:
   close = difflib.get_close_matches(name, valid, n=3, cutoff=0.5)
   hint = f' Did you mean {", ".join(repr(c) for c in close)}?' if close else ''
   return f'Unknown {kind} {name!r}.{hint} Valid: {", ".join(sorted(valid))}.'
+
+
+class UnknownNameError(errors.UserError, KeyError):
+  """A name no registry entry has (a KeyError, shown as its plain message)."""
+
+  def __str__(self) -> str:
+    return str(self.args[0])
 
 
 class Registry(Generic[T]):
@@ -39,7 +48,7 @@ class Registry(Generic[T]):
 
   def get(self, name: str) -> T:
     if name not in self._items:
-      raise KeyError(unknown_name_message(self.kind, name, self.names()))
+      raise UnknownNameError(unknown_name_message(self.kind, name, self.names()))
     return self._items[name]
 
   def names(self) -> list[str]:

@@ -7,8 +7,10 @@ import sys
 import pytest
 import tensorflow_datasets as tfds
 
+from icl_iwl import errors
 from icl_iwl.data import build
 from icl_iwl.data import builders
+from icl_iwl.data import datasets
 from icl_iwl.data import describe
 from icl_iwl.data import schema
 from icl_iwl.data import tokenizer
@@ -38,10 +40,18 @@ def read_all(source) -> list[dict]:
 
 def test_registry():
   assert builders.DATASETS.names() == sorted(SMALL_COUNTS)
-  with pytest.raises(KeyError, match="Did you mean 'semantic'"):
-    builders.select('semantik')
-  assert builders.select('all') == sorted(SMALL_COUNTS)
-  assert builders.select('reversals, jsonl/mine') == ['reversals', 'jsonl/mine']
+  with pytest.raises(errors.UserError, match="Did you mean 'semantic'"):
+    datasets.select('semantik')
+  assert datasets.select('all') == sorted(SMALL_COUNTS)
+  assert datasets.select('reversals, jsonl/mine') == ['reversals', 'jsonl/mine']
+  with pytest.raises(errors.UserError, match='letters, digits'):
+    datasets.select('jsonl/no way')
+  with pytest.raises(errors.UserError, match="no config 'medium'"):
+    datasets.resolve('reversals', 'medium')
+
+
+def load(name, split, config, data_dir):
+  return datasets.resolve(name, config, data_dir).source(split)
 
 
 def test_counts_per_split(data_dir):
@@ -67,11 +77,11 @@ def test_records_round_trip_with_typed_features(data_dir):
 
 
 def test_unused_fields_are_empty(data_dir):
-  train = read_all(builders.load('reversals', 'train', 'small', data_dir))
+  train = read_all(load('reversals', 'train', 'small', data_dir))
   assert all(r['prompt'] == '' and r['choices'] == [] and r['answer'] == -1
              for r in train)
   probes = read_all(
-      builders.load('reversals', 'test_reversal', 'small', data_dir))
+      load('reversals', 'test_reversal', 'small', data_dir))
   assert all(r['text'] == '' and r['prompt'] for r in probes)
 
 
@@ -79,13 +89,13 @@ def test_rebuild_gives_identical_records(data_dir, tmp_path):
   again = builders.builder('semantic', 'small', tmp_path)
   builders.base.prepare(again)
   for split in SMALL_COUNTS['semantic']:
-    a = read_all(builders.load('semantic', split, 'small', data_dir))
-    b = read_all(builders.load('semantic', split, 'small', tmp_path))
+    a = read_all(load('semantic', split, 'small', data_dir))
+    b = read_all(load('semantic', split, 'small', tmp_path))
     assert a == b
 
 
 def test_load_builds_when_missing(tmp_path):
-  source = builders.load('syllogisms', 'test_mc', 'small', tmp_path)
+  source = load('syllogisms', 'test_mc', 'small', tmp_path)
   assert len(source) == SMALL_COUNTS['syllogisms']['test_mc']
   assert (tmp_path / 'syllogisms' / 'small' / '1.0.0').is_dir()
   assert not list(tmp_path.rglob('*incomplete*'))
@@ -94,8 +104,8 @@ def test_load_builds_when_missing(tmp_path):
 
 def test_no_tensorflow_needed(tmp_path):
   code = ('import sys\n'
-          'from icl_iwl.data import builders\n'
-          'n = len(builders.load("reversals", "train", "small", sys.argv[1]))\n'
+          'from icl_iwl.data import datasets\n'
+          'n = len(datasets.resolve("reversals", "small", sys.argv[1]).source("train"))\n'
           'print(n, "tensorflow" in sys.modules)\n')
   out = subprocess.run([sys.executable, '-c', code, str(tmp_path)], check=True,
                        capture_output=True, text=True).stdout.splitlines()

@@ -9,7 +9,7 @@ import pytest
 import tensorflow_datasets as tfds
 
 from icl_iwl.data import berglund
-from icl_iwl.data import builders
+from icl_iwl.data import datasets
 from icl_iwl.data import jsonl
 from icl_iwl.data import schema
 from icl_iwl.data.builders import user
@@ -41,7 +41,7 @@ def files_under(path) -> list[str]:
 
 
 def read_split(name, split, data_dir):
-  source = builders.load('jsonl', split, config=name, data_dir=data_dir)
+  source = datasets.resolve(f'jsonl/{name}', data_dir=data_dir).source(split)
   return sorted((schema.decode(source[i]) for i in range(len(source))),
                 key=lambda r: r['id'])
 
@@ -163,8 +163,8 @@ def test_cli_reports_file_and_line(tmp_path):
   out = subprocess.run(
       [sys.executable, '-m', 'icl_iwl.data.jsonl', '--name=cli',
        f'--documents=train={bad}'], env=env, capture_output=True, text=True)
-  assert out.returncode == 1
-  assert f"error: {bad}:2: 'text' must be a string, got int" in out.stderr
+  assert out.returncode == 2
+  assert out.stderr.strip() == f"FATAL: {bad}:2: 'text' must be a string, got int"
 
 
 def berglund_dir(tmp_path):

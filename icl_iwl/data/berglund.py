@@ -20,6 +20,7 @@ from typing import Sequence
 from absl import app
 from absl import flags
 
+from icl_iwl import errors
 from icl_iwl.data import jsonl
 from icl_iwl.data import schema
 from icl_iwl.data.builders import base
@@ -52,14 +53,23 @@ def _read(path: str) -> list[tuple[int, str, str]]:
   return lines
 
 
+# Words that two different answers share without meaning the same thing.
+_FUNCTION_WORDS = frozenset(
+    'a an the of to in on at by for with from and or as is was be been who '
+    'whom that which this it its his her their they he she first'.split())
+
+
 def _words(text: str) -> set[str]:
-  return set(re.findall(r"[a-z0-9']+", text.lower()))
+  return set(re.findall(r"[a-z0-9']+", text.lower())) - _FUNCTION_WORDS
 
 
 def same_answer(a: str, b: str) -> bool:
-  """Whether two completions share at least half the words of the shorter."""
+  """Whether two completions are one answer: the same words, or more than
+  half the content words of the shorter in common (paraphrases)."""
   wa, wb = _words(a), _words(b)
-  return len(wa & wb) >= 0.5 * max(1, min(len(wa), len(wb)))
+  if not wa or not wb:
+    return a.split() == b.split()
+  return len(wa & wb) > 0.5 * min(len(wa), len(wb))
 
 
 def _probes(
@@ -98,7 +108,7 @@ def collect(directory: str, seed: int = 0, num_choices: int = 4) -> base.Splits:
     if os.path.exists(path):
       splits[split] = _probes(path, rng, num_choices)
   if not train or len(splits) < 2:
-    raise ValueError(
+    raise errors.UserError(
         f'{directory} needs one of {TRAIN_FILES} and one of '
         f'{list(TEST_FILES)}.')
   return splits
@@ -149,4 +159,4 @@ def main(argv: Sequence[str]) -> None:
 
 if __name__ == '__main__':
   define_flags()
-  app.run(main)
+  app.run(errors.main_wrapper(main))

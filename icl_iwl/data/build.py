@@ -8,7 +8,8 @@ Datasets: reversals, syllogisms, reversal_curse, semantic, ictrain. Each is
 written to <data_dir>/<name>/<config>/1.0.0 (data_dir defaults to
 $ICL_IWL_DATA_DIR, else ~/.cache/icl_iwl/tfds); an existing dataset is kept
 unless --overwrite. Generation is deterministic: the same config gives the
-same records.
+same records. A rebuild (--overwrite) replaces a dataset only once the new
+one is completely written: a failed or killed build never loses data.
 """
 
 from typing import Sequence
@@ -19,8 +20,10 @@ from absl import logging
 import tensorflow_datasets as tfds
 import tqdm
 
+from icl_iwl import errors
 from icl_iwl import paths
 from icl_iwl.data import builders
+from icl_iwl.data import datasets
 
 FLAGS = flags.FLAGS
 
@@ -44,36 +47,32 @@ def define_flags() -> None:
 def build(
     names: Sequence[str], config: str, data_dir: str, overwrite: bool = False
 ) -> list[tfds.core.DatasetBuilder]:
-  """Builds each dataset of `names` at `config` with progress bars."""
+  """Builds each dataset of `names` at `config` with progress bars; returns
+  builders that read them."""
   tfds.display_progress_bar(True)
-  built = []
-  for name in tqdm.tqdm(names, desc='datasets', unit='dataset'):
-    builder = builders.builder(name, config, data_dir)
-    builders.base.prepare(builder, overwrite=overwrite)
-    built.append(builder)
-  return built
+  return [builders.base.prepare(builders.builder(name, config, data_dir),
+                                overwrite=overwrite)
+          for name in tqdm.tqdm(names, desc='datasets', unit='dataset')]
 
 
 def selected_datasets(argv: Sequence[str]) -> list[str]:
   """The --datasets of a data command (build, describe); quiets TFDS logs.
 
   Raises:
-    app.UsageError: on extra arguments or an unknown dataset name.
+    app.UsageError: on extra arguments.
+    UserError: on an unknown dataset name.
   """
   if len(argv) > 1:
     raise app.UsageError(f'Unexpected arguments: {argv[1:]}')
   if not FLAGS['verbosity'].present:
     logging.set_verbosity(logging.WARNING)  # TFDS logs every file it opens.
-  try:
-    return builders.select(FLAGS.datasets)
-  except KeyError as e:
-    raise app.UsageError(e.args[0]) from None
+  return datasets.select(FLAGS.datasets)
 
 
 def main(argv: Sequence[str]) -> None:
   names = selected_datasets(argv)
-  if any(n.startswith(f'{builders.user.NAME}/') for n in names):
-    raise app.UsageError('User datasets are written by icl_iwl.data.jsonl.')
+  if any(datasets.is_user(n) for n in names):
+    raise errors.UserError('Imported datasets are written by icl_iwl.data.jsonl.')
   data_dir = FLAGS.data_dir or str(paths.data_dir())
   for builder in build(names, FLAGS.config, data_dir, FLAGS.overwrite):
     counts = ', '.join(
@@ -84,4 +83,4 @@ def main(argv: Sequence[str]) -> None:
 
 if __name__ == '__main__':
   define_flags()
-  app.run(main)
+  app.run(errors.main_wrapper(main))

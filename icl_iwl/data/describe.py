@@ -18,10 +18,12 @@ from absl import app
 from absl import flags
 import tensorflow_datasets as tfds
 
+from icl_iwl import errors
 from icl_iwl import paths
 from icl_iwl import tables
 from icl_iwl.data import build
 from icl_iwl.data import builders
+from icl_iwl.data import datasets
 from icl_iwl.data import schema
 from icl_iwl.data import tokenizer as tokenizer_lib
 
@@ -77,19 +79,10 @@ def describe(names: Sequence[str], config: str, data_dir: str,
   """Statistics of every split of each dataset (built first if needed)."""
   rows = []
   for name in names:
-    base_name, _, user_config = name.partition('/')
-    cfg = user_config or config
-    if user_config:
-      splits = tfds.builder(name, data_dir=data_dir).info.splits
-    else:
-      builder = builders.builder(name, cfg, data_dir)
-      builders.base.prepare(builder)
-      splits = builder.info.splits
-    for split in splits:
-      source = builders.load(base_name, split, cfg, data_dir)
-      records = [schema.decode(source[i]) for i in range(len(source))]
-      label = name if user_config else f'{name}/{cfg}'
-      rows.append(split_stats(label, split, records, tokenizer))
+    dataset = datasets.resolve(name, config, data_dir)
+    for split in dataset.splits():
+      rows.append(split_stats(dataset.label, split, dataset.records(split),
+                              tokenizer))
   return rows
 
 
@@ -114,4 +107,4 @@ def main(argv: Sequence[str]) -> None:
 
 if __name__ == '__main__':
   define_flags()
-  app.run(main)
+  app.run(errors.main_wrapper(main))

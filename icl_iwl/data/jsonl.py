@@ -12,20 +12,22 @@ One JSON object per line (blank lines are skipped); keys marked ? are optional:
               "facts"?: [str]}
 A missing id becomes `<file name>:<line>`. Every line of every file is checked
 before anything is written; the first bad line fails with `path:line: reason`
-(bad JSON, missing or unknown key, wrong type, empty choices, answer out of
-range, duplicate id). The dataset then reads back as
-`icl_iwl.data.builders.load('jsonl', split, config='mydata')`.
+(bad JSON, invalid Unicode, missing or unknown key, wrong type, no choices,
+an empty or repeated choice, answer out of range, duplicate id, a file given
+twice). An existing dataset is replaced (--overwrite) only once the new one is
+completely written. The dataset then reads back as
+`icl_iwl.data.datasets.resolve('jsonl/mydata')`.
 """
 
 import json
 import os
 import pathlib
-import sys
 from typing import Any, Callable, Sequence
 
 from absl import app
 from absl import flags
 
+from icl_iwl import errors
 from icl_iwl.data import schema
 from icl_iwl.data.builders import base
 from icl_iwl.data.builders import user
@@ -40,14 +42,26 @@ _OPTIONAL = {'id': None, 'facts': [], 'kind': '', 'task': ''}
 Path = str | os.PathLike
 
 
-class JsonlError(ValueError):
+class JsonlError(errors.UserError):
   """A malformed input line, reported as `path:line: reason`."""
+
+
+def _open(path: Path):
+  """The file opened for reading, or JsonlError saying why it cannot be."""
+  try:
+    return open(path, 'rb')
+  except FileNotFoundError:
+    raise JsonlError(f'{path}: no such file') from None
+  except IsADirectoryError:
+    raise JsonlError(f'{path}: is a directory, not a JSONL file') from None
+  except OSError as e:
+    raise JsonlError(f'{path}: cannot read ({e.strerror})') from None
 
 
 def read_objects(path: Path) -> list[tuple[int, dict[str, Any]]]:
   """(line number, object) for every non-blank line of a JSONL file."""
   objects = []
-  with open(path, 'rb') as f:
+  with _open(path) as f:
     for lineno, raw in enumerate(f, start=1):
       try:
         line = raw.decode('utf-8')
@@ -63,10 +77,26 @@ def read_objects(path: Path) -> list[tuple[int, dict[str, Any]]]:
         raise JsonlError(
             f'{path}:{lineno}: expected a JSON object, got '
             f'{type(obj).__name__}')
+      bad = next((k for k, v in obj.items() if not _valid_unicode(v)), None)
+      if bad is not None:
+        raise JsonlError(f'{path}:{lineno}: {bad!r} is not valid Unicode '
+                         '(an unpaired surrogate escape such as \\ud800?)')
       objects.append((lineno, obj))
   if not objects:
     raise JsonlError(f'{path}: no records')
   return objects
+
+
+def _valid_unicode(value: Any) -> bool:
+  """Whether every string in `value` encodes as UTF-8 (no lone surrogate)."""
+  if isinstance(value, list):
+    return all(_valid_unicode(v) for v in value)
+  if isinstance(value, str):
+    try:
+      value.encode('utf-8')
+    except UnicodeEncodeError:
+      return False
+  return True
 
 
 def read_records(path: Path, source: str) -> list[tuple[int, base.Record]]:
@@ -105,13 +135,17 @@ def collect(
   splits: base.Splits = {}
   split_source: dict[str, str] = {}
   first_seen: dict[tuple[str, str], str] = {}
+  files: set[tuple[str, pathlib.Path]] = set()
   for source, split, path in sources:
     if source not in SOURCE_KINDS:
-      raise ValueError(
+      raise errors.UserError(
           f'Unknown source {source!r}; use one of {list(SOURCE_KINDS)}.')
     if split_source.setdefault(split, source) != source:
-      raise ValueError(
+      raise errors.UserError(
           f'Split {split!r} mixes {split_source[split]} and {source}.')
+    if (split, pathlib.Path(path).resolve()) in files:
+      raise errors.UserError(f'{path} is given twice for split {split!r}.')
+    files.add((split, pathlib.Path(path).resolve()))
     for lineno, record in read_records(path, source):
       where = first_seen.setdefault((split, record['id']), f'{path}:{lineno}')
       if where != f'{path}:{lineno}':
@@ -121,7 +155,7 @@ def collect(
             f'(first at {where})')
       splits.setdefault(split, []).append(record)
   if not splits:
-    raise ValueError('No input files given.')
+    raise errors.UserError('No input files given.')
   kinds = [SOURCE_KINDS[s] for s in dict.fromkeys(split_source.values())]
   return splits, kinds
 
@@ -183,12 +217,9 @@ def _parse_sources() -> list[tuple[str, str, str]]:
 
 
 def run_import(import_fn: Callable[..., Any], *args: Any) -> None:
-  """Command-line wrapper of an importer: exits with its error, or prints
-  the directory written and the examples per split."""
-  try:
-    builder = import_fn(*args)
-  except ValueError as e:
-    sys.exit(f'error: {e}')
+  """Command-line wrapper of an importer: prints the directory written and
+  the examples per split (errors: see `errors.main_wrapper`)."""
+  builder = import_fn(*args)
   counts = ', '.join(
       f'{k}: {v.num_examples}' for k, v in builder.info.splits.items())
   print(f'Wrote {builder.data_dir} ({counts})')
@@ -205,4 +236,4 @@ def main(argv: Sequence[str]) -> None:
 
 if __name__ == '__main__':
   define_flags()
-  app.run(main)
+  app.run(errors.main_wrapper(main))

@@ -98,6 +98,11 @@ def problem(record: Mapping[str, Any], kind: RecordKind) -> str | None:
   if kind in (MC, IC_PROBE):
     if not record['choices']:
       return "'choices' is empty"
+    for i, choice in enumerate(record['choices']):
+      if not choice.strip():
+        return f'choice {i} is empty'
+      if choice in record['choices'][:i]:
+        return f'choice {i} repeats {choice!r}'
     if not 0 <= record['answer'] < len(record['choices']):
       return (f"'answer' {record['answer']} is out of range for "
               f"{len(record['choices'])} choices")
