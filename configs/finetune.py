@@ -20,13 +20,14 @@ from icl_iwl import config_lib
 
 
 def get_config(arg: str | None = None):
-  a = config_lib.parse_arg(arg, dataset='reversals', lora=False, bf16=False,
+  a = config_lib.parse_arg(arg, {'dataset': config_lib.DATASET_WORDS},
+                           dataset='reversals', lora=False, bf16=False,
                            tiny=False)
   c = config_lib.base('train')
   c.data = config_lib.data(a.dataset)
   c.train = config_lib.train()
   c.checkpoint = config_lib.checkpoint()
-  c.eval = config_lib.evaluation(every=100)
+  c.eval = config_lib.evaluation(every=100)  # The training dataset's probes.
   c.scorer = config_lib.scorer()
   if a.lora:
     c.model.lora.rank = 16

@@ -10,13 +10,12 @@ from icl_iwl import config_lib
 
 
 def get_config(arg: str | None = None):
+  a = config_lib.parse_arg(arg, tiny=False)
   c = config_lib.base('score')
-  c.probes = 'quickstart'  # Or 'dataset[:split],...', e.g. 'reversals'.
-  c.data_config = 'full'
-  c.limit = 0  # Most items per probe set (0: all).
+  # 'quickstart' (the built-in questions) or a dataset, e.g.
+  # --config.eval.dataset=reversals --config.eval.splits=test_forward
+  c.eval = config_lib.evaluation('quickstart')
   c.scorer = config_lib.scorer()
-  if arg == 'tiny':
+  if a.tiny:
     c.model = config_lib.model(preset='tiny', checkpoint='random')
-  elif arg:
-    raise ValueError(f"configs/quickstart.py takes no arg or 'tiny', not {arg!r}.")
   return c

@@ -1,21 +1,47 @@
-"""Building blocks for experiment configs (configs/*.py) and config checks.
+"""Building blocks for experiment configs (configs/*.py), and their checks.
 
 Every config file defines `get_config(arg)`; these helpers give the shared
 sub-configs their defaults, so a config file only states what it changes.
+No jax here: a config file loads in milliseconds, and `validate` checks a
+config before anything heavy (a model, a dataset) is loaded.
+
+The blocks a job reads:
+  model       which model, from where, in which dtypes, LoRA       (every job)
+  mesh/rules  device mesh and logical-axis rules (sharding/axes.py) (every job)
+  data        the training split and how sequences are built        (train)
+  train       optimizer and batch shape                             (train)
+  checkpoint  orbax checkpointing                                   (train)
+  eval        the probe dataset and splits                          (every job)
+  scorer      eval.scoring.ScorerConfig                             (every job)
+  icl         eval.icl.IclConfig                                    (eval_icl)
 """
 
 import difflib
 import importlib.util
 import pathlib
 import re
+from typing import Any, Iterable, Sequence
 
 import ml_collections
 
+from icl_iwl import errors
 from icl_iwl import registry
-from icl_iwl.sharding import mesh as mesh_lib
-from icl_iwl.sharding import rules as rules_lib
+from icl_iwl.model import presets
+from icl_iwl.sharding import axes
 
 ConfigDict = ml_collections.ConfigDict
+
+DTYPES = ('float32', 'bfloat16')
+CHECKPOINTS = ('embedded', 'random', 'gguf:PATH', 'hf:DIR', 'run:WORKDIR')
+LORA_TARGETS = ('q_einsum', 'kv_einsum', 'qkv_einsum', 'attn_vec_einsum',
+                'gating_einsum', 'linear')
+
+
+class ConfigError(errors.UserError):
+  """A config value that cannot work, named with its field."""
+
+
+# Blocks ----------------------------------------------------------------------
 
 
 def model(preset: str = 'gemma3_270m', checkpoint: str = 'embedded',
@@ -26,9 +52,7 @@ def model(preset: str = 'gemma3_270m', checkpoint: str = 'embedded',
   """
   return ConfigDict(dict(
       preset=preset, checkpoint=checkpoint, dtype=dtype, param_dtype='float32',
-      remat=False, lora=dict(rank=0, alpha=16.0, targets=(
-          'q_einsum', 'kv_einsum', 'qkv_einsum', 'attn_vec_einsum',
-          'gating_einsum', 'linear'))))
+      remat=False, lora=dict(rank=0, alpha=16.0, targets=LORA_TARGETS)))
 
 
 def scorer(**overrides) -> ConfigDict:
@@ -55,33 +79,123 @@ def base(job: str) -> ConfigDict:
   c = ConfigDict()
   c.job = job
   c.seed = 0
-  c.mesh = mesh_lib.DEFAULT_MESH
-  c.rules = rules_lib.DEFAULT_RULES
+  c.mesh = axes.DEFAULT_MESH
+  c.rules = axes.DEFAULT_RULES
   c.model = model()
   return c
 
 
-def parse_arg(arg: str | None, **defaults) -> ConfigDict:
+def train(**overrides) -> ConfigDict:
+  """Optimization (train/optim.py) and batch shape."""
+  c = ConfigDict(dict(
+      steps=200, batch_size=8, seq_len=128, accum=1, learning_rate=3e-4,
+      warmup_steps=10, schedule='cosine', final_lr_fraction=0.1, grad_clip=1.0,
+      b1=0.9, b2=0.999, weight_decay=0.0, log_every=10, peak_flops=0.0))
+  c.update(overrides)
+  return c
+
+
+def data(dataset: str, **overrides) -> ConfigDict:
+  """Which split trains, and how each sequence is built (data/samplers.py).
+
+  `dataset` is a registered dataset (`config` 'full' or 'small') or
+  'jsonl/<name>' (an imported one; `config` is ignored).
+  """
+  c = ConfigDict(dict(dataset=dataset, config='full', split='train',
+                      sampler='documents', num_context=4, seed=0))
+  c.update(overrides)
+  return c
+
+
+def checkpoint(**overrides) -> ConfigDict:
+  """Orbax checkpointing (checkpoints/manager.py)."""
+  c = ConfigDict(dict(every=50, keep=2, best_metric='', best_mode='max',
+                      async_save=True))
+  c.update(overrides)
+  return c
+
+
+def evaluation(dataset: str = '', config: str = 'full', splits: str = '',
+               limit: int = 0, every: int = 0) -> ConfigDict:
+  """Which probes are scored: `dataset`'s comma-separated `splits` ('': every
+  multiple-choice split), the first `limit` items of each (0: all). In a
+  training config, `dataset` '' means the training dataset, and the eval hook
+  runs every `every` steps and at the end (0: never)."""
+  return ConfigDict(dict(dataset=dataset, config=config, splits=splits,
+                         limit=limit, every=every))
+
+
+# Config files ---------------------------------------------------------------
+
+
+class DatasetWords:
+  """The dataset names a config arg accepts: registered ones, jsonl/<name>."""
+
+  def _names(self) -> list[str]:
+    from icl_iwl.data import datasets  # pylint: disable=g-import-not-at-top
+    return datasets.names()
+
+  def __contains__(self, word: str) -> bool:
+    return word in self._names() or (word.startswith('jsonl/') and len(word) > 6)
+
+  def __iter__(self):
+    return iter(self._names() + ['jsonl/<name>'])
+
+
+DATASET_WORDS = DatasetWords()
+
+
+def parse_arg(arg: str | None, choices: dict[str, Iterable[str]] | None = None,
+              **defaults) -> ConfigDict:
   """The `arg` of get_config(arg) as fields, e.g. 'reversals,lora,steps=50'.
 
   'key=value' sets a field (converted to the default's type); a bare word
-  naming a boolean field sets it True; any other bare word sets the first field.
+  naming a boolean field sets it True; any other bare word must be one of the
+  `choices` of a field (e.g. the dataset names) and sets that field. Anything
+  else is an error naming the valid words.
   """
   c = ConfigDict(defaults)
-  first = next(iter(defaults))
+  choices = choices or {}
+  flags = [k for k, v in defaults.items() if isinstance(v, bool)]
   for part in filter(None, (arg or '').split(',')):
-    key, eq, value = part.partition('=')
+    key, eq, value = (s.strip() for s in part.partition('='))
     if not eq:
-      key, value = (key, 'true') if isinstance(defaults.get(key), bool) else (first, key)
+      if key in flags:
+        key, value = key, 'true'
+      else:
+        field = next((f for f, valid in choices.items() if key in valid), None)
+        if field is None:
+          valid = flags + [w for ws in choices.values() for w in ws]
+          raise ConfigError(registry.unknown_name_message(
+              f'word in the config arg {arg!r}:', key, valid))
+        key, value = field, key
     if key not in defaults:
-      raise KeyError(registry.unknown_name_message('config arg', key, list(defaults)))
+      raise ConfigError(registry.unknown_name_message(
+          f'field in the config arg {arg!r}:', key, list(defaults)))
     kind = type(defaults[key])
-    c[key] = value.lower() in ('1', 'true', 'yes') if kind is bool else kind(value)
+    try:
+      c[key] = _convert(value, kind)
+    except ValueError:
+      raise ConfigError(f'Config arg {arg!r}: {key}={value!r} is not a '
+                        f'{kind.__name__}.') from None
+    if key in choices and c[key] not in choices[key]:
+      raise ConfigError(registry.unknown_name_message(
+          f'{key} in the config arg {arg!r}:', c[key], list(choices[key])))
   return c
+
+
+def _convert(value: str, kind: type) -> Any:
+  if kind is bool:
+    if value.lower() not in ('1', 'true', 'yes', '0', 'false', 'no'):
+      raise ValueError(value)
+    return value.lower() in ('1', 'true', 'yes')
+  return kind(value)
 
 
 def load_module(file: str):
   """The Python module of a config file (get_config, maybe get_sweep)."""
+  if not pathlib.Path(file).is_file():
+    raise ConfigError(f'No config file {file!r}.')
   spec = importlib.util.spec_from_file_location(pathlib.Path(file).stem, file)
   module = importlib.util.module_from_spec(spec)
   spec.loader.exec_module(module)
@@ -114,32 +228,188 @@ def bad_override(config: ConfigDict, argv: list[str]) -> str | None:
   return None
 
 
-def train(**overrides) -> ConfigDict:
-  """Optimization (train/optim.py) and batch shape."""
-  c = ConfigDict(dict(
-      steps=200, batch_size=8, seq_len=128, accum=1, learning_rate=3e-4,
-      warmup_steps=10, schedule='cosine', final_lr_fraction=0.1, grad_clip=1.0,
-      b1=0.9, b2=0.999, weight_decay=0.0, log_every=10, peak_flops=0.0))
-  c.update(overrides)
-  return c
+# Checks ---------------------------------------------------------------------
 
 
-def data(dataset: str, **overrides) -> ConfigDict:
-  """Which split trains, and how each sequence is built (data/samplers.py)."""
-  c = ConfigDict(dict(dataset=dataset, config='full', split='train',
-                      sampler='documents', num_context=4, seed=0))
-  c.update(overrides)
-  return c
+def mesh_sizes(mesh: Sequence[tuple[str, int]], num_devices: int) -> list[int]:
+  """The axis sizes of mesh config `mesh` on `num_devices` devices (-1: the
+  rest).
+
+  Raises:
+    ConfigError: if the sizes cannot multiply to `num_devices`.
+  """
+  try:
+    names = [str(name) for name, _ in mesh]
+    sizes = [int(size) for _, size in mesh]
+  except (TypeError, ValueError):
+    raise ConfigError(f'config.mesh must be ((name, size), ...), got {mesh!r}.') from None
+  described = ', '.join(f'{n}={s}' for n, s in zip(names, sizes))
+  if len(set(names)) != len(names):
+    raise ConfigError(f'config.mesh repeats an axis name: {described}.')
+  if sizes.count(-1) > 1:
+    raise ConfigError(f'config.mesh: at most one axis may be -1: {described}.')
+  known = 1
+  for s in sizes:
+    known *= s if s != -1 else 1
+  if any(s == 0 or s < -1 for s in sizes) or num_devices % known:
+    raise ConfigError(f'config.mesh ({described}) does not divide the '
+                      f'{num_devices} available devices.')
+  sizes = [num_devices // known if s == -1 else s for s in sizes]
+  total = 1
+  for s in sizes:
+    total *= s
+  if total != num_devices:
+    raise ConfigError(
+        f'config.mesh ({described}) uses {total} devices but {num_devices} are '
+        'available; use -1 for one axis to take the rest.')
+  return sizes
 
 
-def checkpoint(**overrides) -> ConfigDict:
-  """Orbax checkpointing (checkpoints/manager.py)."""
-  c = ConfigDict(dict(every=50, keep=2, best_metric='', best_mode='max',
-                      async_save=True))
-  c.update(overrides)
-  return c
+def batch_shards(config: ConfigDict, num_devices: int) -> int:
+  """How many shards the batch is split into (the product of the mesh axes
+  that the 'batch' rule names)."""
+  sizes = dict(zip([n for n, _ in config.mesh], mesh_sizes(config.mesh, num_devices)))
+  rule = dict(config.rules).get(axes.BATCH)
+  names = () if rule is None else (rule,) if isinstance(rule, str) else tuple(rule)
+  shards = 1
+  for name in names:
+    if name not in sizes:
+      raise ConfigError(f'config.rules: {axes.BATCH!r} -> {name!r}, but the mesh '
+                        f'has no axis {name!r} (it has {", ".join(sizes)}).')
+    shards *= sizes[name]
+  return shards
 
 
-def evaluation(splits: str = '', every: int = 0, limit: int = 0) -> ConfigDict:
-  """Eval hook: probe splits scored every `every` steps (0: never)."""
-  return ConfigDict(dict(splits=splits, every=every, limit=limit))
+def _require(ok: bool, field: str, value: Any, why: str) -> None:
+  if not ok:
+    raise ConfigError(f'config.{field} = {value!r}: {why}.')
+
+
+def _one_of(field: str, value: Any, valid: Sequence[Any]) -> None:
+  if value not in valid:
+    raise ConfigError(registry.unknown_name_message(f'config.{field}', value,
+                                                    [str(v) for v in valid]))
+
+
+def _check_checkpoint_spec(spec: str) -> None:
+  kind, colon, path = spec.partition(':')
+  if kind in ('embedded', 'random') and not colon:
+    return
+  if kind not in ('gguf', 'hf', 'run') or not path:
+    raise ConfigError(registry.unknown_name_message(
+        'config.model.checkpoint', spec, list(CHECKPOINTS)))
+  path = path.split('@')[0] if kind == 'run' else path
+  p = pathlib.Path(path).expanduser()
+  if kind == 'gguf' and not p.is_file():
+    raise ConfigError(f'config.model.checkpoint = {spec!r}: no GGUF file {path}.')
+  if kind in ('hf', 'run') and not (p / 'config.json').is_file():
+    what = 'transformers checkpoint' if kind == 'hf' else 'training run'
+    raise ConfigError(f'config.model.checkpoint = {spec!r}: {path} is not a '
+                      f'{what} directory (no config.json).')
+
+
+def _check_model(c: ConfigDict) -> None:
+  _one_of('model.preset', c.preset, presets.PRESETS.names())
+  _one_of('model.dtype', c.dtype, DTYPES)
+  _one_of('model.param_dtype', c.param_dtype, DTYPES)
+  _check_checkpoint_spec(c.checkpoint)
+  _require(c.lora.rank >= 0, 'model.lora.rank', c.lora.rank, 'must be >= 0')
+  for target in c.lora.targets:
+    _one_of('model.lora.targets', target, LORA_TARGETS)
+
+
+def _check_dataset(block: str, name: str, config: str, splits: Sequence[str],
+                   probes: bool) -> None:
+  """The dataset of config.<block> resolves and has the splits (built if
+  missing)."""
+  from icl_iwl.data import datasets  # pylint: disable=g-import-not-at-top
+  try:
+    ds = datasets.resolve(name, config)
+    valid = ds.probe_splits() if probes else ds.splits()
+  except errors.UserError as e:
+    raise ConfigError(f'config.{block}.dataset: {e}') from None
+  if probes and not valid:
+    raise ConfigError(f'config.{block}.dataset: {ds.label} has no multiple-choice '
+                      'probe splits.')
+  for split in splits:
+    if split not in valid:
+      what = 'probe split' if probes else 'split'
+      field = 'splits' if probes else 'split'
+      raise ConfigError(registry.unknown_name_message(
+          f'{what} of {ds.label} in config.{block}.{field}:', split, valid))
+
+
+def eval_dataset(config: ConfigDict) -> tuple[str, str]:
+  """(dataset, config) whose probes a job scores: `eval.dataset`, or in a
+  training config the training dataset when `eval.dataset` is ''."""
+  if config.eval.dataset:
+    return config.eval.dataset, config.eval.config
+  if 'data' in config:
+    return config.data.dataset, config.data.config
+  raise ConfigError('config.eval.dataset is empty: name the dataset to score.')
+
+
+def split_list(splits: str) -> list[str]:
+  """'a, b' -> ['a', 'b']."""
+  return [s.strip() for s in splits.split(',') if s.strip()]
+
+
+def validate(config: ConfigDict, num_devices: int | None = None) -> None:
+  """Raises ConfigError naming the first field that cannot work.
+
+  Checks what would otherwise fail after a model is loaded: names (preset,
+  dtype, checkpoint, dataset, split, sampler), paths, sizes, and with
+  `num_devices` the mesh and the batch's divisibility. Datasets are built if
+  missing (seconds), models never loaded.
+  """
+  for name in ('job', 'seed', 'mesh', 'rules', 'model'):
+    if name not in config:
+      raise ConfigError(f'config.{name} is missing (start from config_lib.base).')
+  _check_model(config.model)
+  for logical, _ in config.rules:
+    _one_of('rules', logical, axes.LOGICAL_AXES)
+  shards = 1 if num_devices is None else batch_shards(config, num_devices)
+  if 'train' in config:
+    t = config.train
+    for field in ('steps', 'batch_size', 'seq_len', 'accum', 'log_every'):
+      _require(t[field] > 0, f'train.{field}', t[field], 'must be > 0')
+    _require(t.learning_rate > 0, 'train.learning_rate', t.learning_rate, 'must be > 0')
+    _require(t.warmup_steps >= 0, 'train.warmup_steps', t.warmup_steps,
+             'must be >= 0')
+    _one_of('train.schedule', t.schedule, ('cosine', 'constant'))
+    _require(t.batch_size % (t.accum * shards) == 0, 'train.batch_size',
+             t.batch_size, f'must divide into train.accum = {t.accum} micro-batches '
+             f'of whole shards over the {shards} batch shards of the mesh')
+  if 'checkpoint' in config:
+    k = config.checkpoint
+    _require(k.every > 0, 'checkpoint.every', k.every, 'must be > 0')
+    _require(k.keep > 0, 'checkpoint.keep', k.keep, 'must be > 0')
+    _one_of('checkpoint.best_mode', k.best_mode, ('max', 'min'))
+  if 'data' in config:
+    from icl_iwl.data import samplers  # pylint: disable=g-import-not-at-top
+    d = config.data
+    _one_of('data.sampler', d.sampler, samplers.SAMPLERS.names())
+    _require(d.num_context >= 0, 'data.num_context', d.num_context, 'must be >= 0')
+    _check_dataset('data', d.dataset, d.config, [d.split], probes=False)
+  if 'eval' in config:
+    e = config.eval
+    _require(e.limit >= 0, 'eval.limit', e.limit, 'must be >= 0')
+    _require(e.every >= 0, 'eval.every', e.every, 'must be >= 0')
+    if e.dataset != 'quickstart':
+      name, cfg = eval_dataset(config)
+      _check_dataset('eval' if e.dataset else 'data', name, cfg,
+                     split_list(e.splits), probes=True)
+  if 'scorer' in config:
+    s = config.scorer
+    _one_of('scorer.too_long', s.too_long, ('error', 'truncate_left'))
+    _require(s.rows_per_batch > 0, 'scorer.rows_per_batch', s.rows_per_batch,
+             'must be > 0')
+    _require(all(b > 0 for b in s.buckets), 'scorer.buckets', s.buckets,
+             'must be positive lengths')
+  if 'icl' in config:
+    i = config.icl
+    _require('{documents}' in i.template, 'icl.template', i.template,
+             "must contain '{documents}'")
+    _require(i.budget > 0, 'icl.budget', i.budget, 'must be > 0')
+    _require(i.num_subsamples > 0, 'icl.num_subsamples', i.num_subsamples,
+             'must be > 0')

@@ -10,8 +10,9 @@ from typing import Sequence
 import jax
 import numpy as np
 
-# Pure data parallelism over every device; configs override the sizes.
-DEFAULT_MESH = (('data', -1), ('fsdp', 1), ('tensor', 1))
+from icl_iwl.sharding import axes as axes_lib
+
+DEFAULT_MESH = axes_lib.DEFAULT_MESH
 
 
 def make_mesh(axes: Sequence[tuple[str, int]],
@@ -52,7 +53,7 @@ def make_mesh(axes: Sequence[tuple[str, int]],
 
 def batch_divisor(mesh: jax.sharding.Mesh, rules) -> int:
   """How many shards the 'batch' logical axis is split into on this mesh."""
-  mesh_axes = dict(rules).get('batch')
+  mesh_axes = dict(rules).get(axes_lib.BATCH)
   if mesh_axes is None:
     return 1
   mesh_axes = (mesh_axes,) if isinstance(mesh_axes, str) else mesh_axes

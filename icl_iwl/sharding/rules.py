@@ -1,8 +1,7 @@
 """Logical axis names and the rules that map them to mesh axes.
 
-Parameters carry logical names (see `layers.Einsum` axes): vocab, embed,
-heads, kv_heads, head_dim, mlp, norm. Activations use batch, length,
-act_embed, act_heads, act_mlp. The rules are config data; `fit` drops any
+The names and the default rules live in `axes.py` (no jax, so configs can
+import them). The rules are config data; `fit` drops any
 mesh axis that does not divide the dimension it would shard (e.g. one KV
 head over 2 tensor shards), so one rule table serves every preset.
 """
@@ -17,25 +16,10 @@ import numpy as np
 
 from icl_iwl.model import gemma
 from icl_iwl.model.presets import GemmaConfig
+from icl_iwl.sharding import axes
 
-Rules = tuple[tuple[str, Any], ...]
-
-# FSDP shards weights over 'fsdp' and the batch over ('data', 'fsdp');
-# tensor parallelism splits heads, MLP and vocabulary over 'tensor'.
-DEFAULT_RULES: Rules = (
-    ('batch', ('data', 'fsdp')),
-    ('length', None),
-    ('vocab', 'tensor'),
-    ('embed', 'fsdp'),
-    ('heads', 'tensor'),
-    ('kv_heads', 'tensor'),
-    ('head_dim', None),
-    ('mlp', 'tensor'),
-    ('norm', None),
-    ('act_embed', None),
-    ('act_heads', 'tensor'),
-    ('act_mlp', 'tensor'),
-)
+Rules = axes.Rules
+DEFAULT_RULES = axes.DEFAULT_RULES
 
 
 def _axes(value) -> tuple[str, ...]:
@@ -47,11 +31,11 @@ def _axes(value) -> tuple[str, ...]:
 def _dims(config: GemmaConfig) -> dict[str, int]:
   """The size of each logical (non-batch) axis for this architecture."""
   return {
-      'vocab': config.vocab_size, 'embed': config.embed_dim,
-      'heads': config.num_heads, 'kv_heads': config.num_kv_heads,
-      'head_dim': config.head_dim, 'mlp': config.hidden_dim,
-      'norm': config.embed_dim, 'act_embed': config.embed_dim,
-      'act_heads': config.num_heads, 'act_mlp': config.hidden_dim,
+      axes.VOCAB: config.vocab_size, axes.EMBED: config.embed_dim,
+      axes.HEADS: config.num_heads, axes.KV_HEADS: config.num_kv_heads,
+      axes.HEAD_DIM: config.head_dim, axes.MLP: config.hidden_dim,
+      axes.NORM: config.embed_dim, axes.ACT_EMBED: config.embed_dim,
+      axes.ACT_HEADS: config.num_heads, axes.ACT_MLP: config.hidden_dim,
   }
 
 
