@@ -4,13 +4,19 @@
     python -m icl_iwl.main --config=configs/finetune.py:reversals \
         --workdir=/tmp/ft --config.train.steps=100
 
-Override any field with --config.a.b=value; a misspelt key fails with the
-valid ones. On several hosts (a TPU pod slice) pass --multihost (TPU: all
-else is detected) or, elsewhere, --coordinator, --num_processes, --process_id.
+Override any field with --config.a.b=value. Every check runs before a model
+loads: a misspelt key or arg word, a bad value, a mesh that does not divide
+the devices stop the run with one line saying what is wrong (--verbosity=1
+adds the traceback). On several hosts (a TPU pod slice) pass --multihost (TPU:
+all else is detected) or, elsewhere, --coordinator, --num_processes,
+--process_id.
+
+Exit status: 0 when the job finished (<workdir>/done.json is written then),
+75 when it was preempted (SIGTERM: a checkpoint is saved, rerun to resume),
+2 for a mistake in the input, 1 for a bug or a failure.
 """
 
 import json
-import pathlib
 import sys
 
 from absl import app
@@ -20,10 +26,15 @@ import jax
 from ml_collections import config_flags
 
 from icl_iwl import config_lib
+from icl_iwl import errors
 from icl_iwl import jobs
 from icl_iwl import paths
+from icl_iwl import runtime
+from icl_iwl import workdir as workdir_lib
+from icl_iwl.train import loop
 
 DONE = 'done.json'  # Written to the workdir when the job returns.
+EXIT_PREEMPTED = 75  # EX_TEMPFAIL: stopped early, rerun to resume.
 
 _CONFIG = config_flags.DEFINE_config_file(
     'config', None, 'Experiment config file, path[:arg].', lock_config=True)
@@ -35,6 +46,11 @@ _COORDINATOR = flags.DEFINE_string(
     'coordinator', None, 'host:port of process 0, for multi-process runs off TPU.')
 _NUM_PROCESSES = flags.DEFINE_integer('num_processes', None, 'Processes in the run.')
 _PROCESS_ID = flags.DEFINE_integer('process_id', None, 'This process, 0-based.')
+_ALLOW_CHANGED = flags.DEFINE_bool(
+    'allow_changed_config', False,
+    'Run in a workdir whose config.json describes another run (another model, '
+    'LoRA, dataset, sampler, batch shape...): resumes its checkpoints with the '
+    'new config; the old config.json is kept as config.<time>.json.')
 flags.mark_flags_as_required(['config', 'workdir'])
 
 
@@ -50,6 +66,8 @@ def _parse(argv: list[str]) -> list[str]:
   if config_file:
     try:
       message = config_lib.bad_override(config_lib.load_file(config_file), argv) or message
+    except errors.UserError as e:  # From get_config(arg): without the traceback
+      message = str(e)             # that config_flags wraps around it.
     except Exception:  # pylint: disable=broad-except  # Report the first error.
       pass
   print(f'FATAL: {message}\nPass --help for usage.', file=sys.stderr)
@@ -67,17 +85,21 @@ def main(argv: list[str]) -> None:
   elif _MULTIHOST.value:
     jax.distributed.initialize()
   config = _CONFIG.value
-  workdir = pathlib.Path(_WORKDIR.value)
-  workdir.mkdir(parents=True, exist_ok=True)
-  if jax.process_index() == 0:
-    (workdir / 'config.json').write_text(config.to_json_best_effort(indent=2) + '\n')
+  runtime.validate(config)
+  workdir = workdir_lib.claim(_WORKDIR.value, config, _ALLOW_CHANGED.value,
+                              write=jax.process_index() == 0)
   logging.info('Job %r on %d devices (%d processes); workdir %s', config.job,
                jax.device_count(), jax.process_count(), workdir)
-  result = jobs.JOBS.get(config.job)(config, workdir)
+  try:
+    result = jobs.JOBS.get(config.job)(config, workdir)
+  except loop.Preempted as e:
+    logging.warning('%s', e)
+    print(e, file=sys.stderr)
+    sys.exit(EXIT_PREEMPTED)
   if jax.process_index() == 0:  # Sweeps skip runs that finished.
     with paths.atomic_path(workdir / DONE) as tmp:
       tmp.write_text(json.dumps(result, indent=2, default=str) + '\n')
 
 
 if __name__ == '__main__':
-  app.run(main, flags_parser=_parse)
+  app.run(errors.main_wrapper(main), flags_parser=_parse)

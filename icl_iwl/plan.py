@@ -34,13 +34,9 @@ import jax  # noqa: E402
 import ml_collections  # noqa: E402
 from ml_collections import config_flags  # noqa: E402
 
-from icl_iwl.checkpoints import load  # noqa: E402
-from icl_iwl.sharding import mesh as mesh_lib  # noqa: E402
-from icl_iwl.sharding import rules as rules_lib  # noqa: E402
-from icl_iwl.train import loop  # noqa: E402
-from icl_iwl.train import mfu  # noqa: E402
-from icl_iwl.train import optim  # noqa: E402
-from icl_iwl.train import step as step_lib  # noqa: E402
+from icl_iwl import config_lib  # noqa: E402
+from icl_iwl import errors  # noqa: E402
+from icl_iwl import runtime  # noqa: E402
 
 _CONFIG = config_flags.DEFINE_config_file(
     'config', None, 'A training config, path[:arg].', lock_config=True)
@@ -52,13 +48,9 @@ _PEAK = flags.DEFINE_float(
 def plan(config: ml_collections.ConfigDict) -> dict:
   """Compiles the train step of `config` abstractly; returns the figures."""
   tc = config.train
-  model = load.model_from_config(config.model)
-  mesh = mesh_lib.make_mesh(config.mesh)
-  rules = rules_lib.fit(config.rules, model.config, mesh)
-  compiled = step_lib.compile_step(
-      model, optim.optimizer(tc), loop.is_trainable(config), mesh, rules,
-      tc.batch_size, tc.seq_len, tc.accum)
-  memory = compiled.memory_analysis()
+  rt = runtime.abstract(config)
+  tr = runtime.trainer(config, rt)
+  memory = tr.step.memory_analysis()
   per_device = {
       'arguments_gib': memory.argument_size_in_bytes / 2**30,
       'outputs_gib': memory.output_size_in_bytes / 2**30,
@@ -67,24 +59,24 @@ def plan(config: ml_collections.ConfigDict) -> dict:
   }
   per_device['peak_gib'] = (per_device['arguments_gib'] + per_device['outputs_gib']
                             - per_device['aliased_gib'] + per_device['temporaries_gib'])
-  model_flops = (mfu.train_flops_per_token(model.config, tc.seq_len)
-                 * tc.batch_size * tc.seq_len)
   return {
       'preset': config.model.preset, 'lora_rank': config.model.lora.rank,
-      'dtype': config.model.dtype, 'mesh': dict(mesh.shape),
+      'dtype': config.model.dtype, 'mesh': dict(rt.mesh.shape),
       'batch': tc.batch_size, 'seq_len': tc.seq_len, 'accum': tc.accum,
       'per_device': per_device,
-      'xla_flops_per_device': compiled.cost_analysis().get('flops', 0.0),
-      'model_flops_per_step': model_flops,
-      'ideal_step_seconds': model_flops / (_PEAK.value * 1e12 * jax.device_count()),
+      'xla_flops_per_device': tr.step.cost_analysis().get('flops', 0.0),
+      'model_flops_per_step': tr.flops_per_step,
+      'ideal_step_seconds': tr.flops_per_step / (_PEAK.value * 1e12 * jax.device_count()),
   }
 
 
 def main(argv: list[str]) -> None:
   del argv
-  result = plan(_CONFIG.value)
+  config = _CONFIG.value
+  config_lib.validate(config, jax.device_count())
+  result = plan(config)
   print(json.dumps(result, indent=2))
 
 
 if __name__ == '__main__':
-  app.run(main)
+  app.run(errors.main_wrapper(main))

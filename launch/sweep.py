@@ -10,8 +10,10 @@ value is checked against `get_config(arg)` before anything runs. Each run's
 workdir is <root>/<name>, the name made from its sorted overrides, e.g.
 `model.lora.rank=16,train.learning_rate=0.001`; a run whose workdir holds
 done.json (written by icl_iwl.main when a job returns) is skipped, so
-rerunning a sweep finishes it. Runs go one after the other, their output
-streamed; <root>/sweep.json indexes them (name -> overrides, workdir, status).
+rerunning a sweep finishes it (a preempted run, exit status 75, resumes from
+its checkpoint; the sweep stops there and exits 75 too). Runs go one after
+the other, their output streamed; <root>/sweep.json indexes them (name ->
+overrides, workdir, status).
 
 --dry_run prints the commands instead. --tpu=NAME prints, for every run, a
 shell line to run from the repository root: `launch/tpu_vm.sh run NAME --fg
@@ -27,6 +29,7 @@ import json
 import pathlib
 import re
 import shlex
+import signal
 import subprocess
 import sys
 from typing import Any
@@ -36,10 +39,13 @@ from absl import flags
 import ml_collections
 
 from icl_iwl import config_lib
+from icl_iwl import errors
 from icl_iwl import paths
 
-# icl_iwl.main.DONE; importing icl_iwl.main would define its flags beside ours.
+# icl_iwl.main.DONE and EXIT_PREEMPTED; importing icl_iwl.main would define its
+# flags beside ours.
 DONE = 'done.json'
+EXIT_PREEMPTED = 75
 INDEX = 'sweep.json'
 REPO = pathlib.Path(__file__).resolve().parents[1]
 TPU_VM = 'launch/tpu_vm.sh'  # Relative to REPO.
@@ -50,7 +56,7 @@ FLAGS = flags.FLAGS
 Overrides = dict[str, Any]
 
 
-class SweepError(ValueError):
+class SweepError(errors.UserError):
   """A sweep definition that cannot run, explained."""
 
 
@@ -102,7 +108,9 @@ def check(config: ml_collections.ConfigDict, sweep: list[Overrides]) -> None:
     if message:
       raise SweepError(f'Run {i} of the sweep {overrides}: {message}')
     try:
-      config.copy_and_resolve_references().update_from_flattened_dict(overrides)
+      run_config = config.copy_and_resolve_references()
+      run_config.update_from_flattened_dict(overrides)
+      config_lib.validate(run_config)
     except (TypeError, ValueError, KeyError) as e:
       raise SweepError(f'Run {i} of the sweep {overrides}: {e}') from e
     name = run_name(overrides)
@@ -150,6 +158,17 @@ def _write_index(root: pathlib.Path, config: str, runs: dict[str, dict]) -> None
     tmp.write_text(json.dumps({'config': config, 'runs': runs}, indent=2, default=str) + '\n')
 
 
+def _run_child(command: list[str]) -> int:
+  """Runs a command; a SIGTERM to the sweep is passed on to it (preemption),
+  so it checkpoints and exits 75 before the sweep records it."""
+  child = subprocess.Popen(command)
+  previous = signal.signal(signal.SIGTERM, lambda *_: child.send_signal(signal.SIGTERM))
+  try:
+    return child.wait()
+  finally:
+    signal.signal(signal.SIGTERM, previous)
+
+
 def execute(config: str, runs: list[Run], root: str | pathlib.Path,
             stop_on_failure: bool = False) -> dict[str, dict]:
   """Runs the unfinished runs in turn; returns (and writes) the index."""
@@ -167,17 +186,23 @@ def execute(config: str, runs: list[Run], root: str | pathlib.Path,
     command = local_command(config, run)
     print(f'Running {run.name}:\n  {shlex.join(command)}', flush=True)
     try:
-      code = subprocess.run(command, check=False).returncode
+      code = _run_child(command)
     except KeyboardInterrupt:
       entry['status'] = 'interrupted'
       _write_index(root, config, index)
       raise
     if code == 0 and (run.workdir / DONE).exists():
       entry['status'] = 'done'
+    elif code == EXIT_PREEMPTED:
+      entry.update(status='preempted', exit_code=code)
+      print(f'PREEMPTED {run.name}: rerun the sweep to resume it.', file=sys.stderr,
+            flush=True)
     else:
       entry.update(status='failed', exit_code=code)
       print(f'FAILED {run.name} (exit code {code}).', file=sys.stderr, flush=True)
     _write_index(root, config, index)
+    if entry['status'] == 'preempted':
+      break  # The machine is going away: leave the rest for the rerun.
     if entry['status'] == 'failed' and stop_on_failure:
       break
   _write_index(root, config, index)
@@ -203,17 +228,13 @@ def _define_flags() -> None:
 def main(argv: list[str]) -> None:
   if len(argv) > 1:
     raise app.UsageError(f'Unexpected arguments: {argv[1:]}')
-  try:
-    base, sweep = load(FLAGS.config)
-    check(base, sweep)
-    runs = plan(sweep, FLAGS.root)
-    if FLAGS.tpu:
-      for run in runs:
-        print(tpu_line(FLAGS.config, run, FLAGS.tpu))
-      return
-  except SweepError as e:
-    print(f'FATAL: {e}', file=sys.stderr)
-    sys.exit(2)
+  base, sweep = load(FLAGS.config)
+  check(base, sweep)
+  runs = plan(sweep, FLAGS.root)
+  if FLAGS.tpu:
+    for run in runs:
+      print(tpu_line(FLAGS.config, run, FLAGS.tpu))
+    return
   if FLAGS.dry_run:
     for run in runs:
       done = (run.workdir / DONE).exists()
@@ -223,10 +244,12 @@ def main(argv: list[str]) -> None:
   counts = collections.Counter(entry['status'] for entry in index.values())
   print(f'Sweep of {len(index)} runs: {dict(counts)}; index in '
         f'{pathlib.Path(FLAGS.root) / INDEX}')
+  if counts['preempted']:
+    sys.exit(EXIT_PREEMPTED)
   if counts['done'] < len(index):
     sys.exit(1)
 
 
 if __name__ == '__main__':
   _define_flags()
-  app.run(main)
+  app.run(errors.main_wrapper(main))

@@ -5,6 +5,7 @@ import os
 import pathlib
 import shlex
 import shutil
+import signal
 import subprocess
 import sys
 import time
@@ -18,7 +19,7 @@ from launch import sweep  # noqa: E402  pylint: disable=g-import-not-at-top
 _FINETUNE = _REPO / 'configs' / 'finetune.py'
 _TPU_VM = _REPO / 'launch' / 'tpu_vm.sh'
 _TINY = ('c.eval.every = 0', 'c.checkpoint.async_save = False',
-         'c.train.update(batch_size=2, seq_len=32)')
+         'c.train.update(batch_size=2, seq_len=64)')
 
 
 def _sweep_config(tmp_path: pathlib.Path, runs: list, tweaks: tuple[str, ...] = ()) -> str:
@@ -77,7 +78,7 @@ def test_finetune_sweep_is_lr_by_full_or_lora():
     ([{'train.steps': 'many'}], r"Run 0 .*many .*cannot be casted to .*int"),
     ([{'model.lora': 4}], r'Run 0 .*cannot be casted to .*ConfigDict'),
     ([{'train.steps': 2}, {'train.steps': 2}], r"Runs 0 and 1 .*same name 'train.steps=2'"),
-    ([{'model.checkpoint': 'a b'}, {'model.checkpoint': 'a/b'}], r'same name'),
+    ([{'checkpoint.best_metric': 'a b'}, {'checkpoint.best_metric': 'a/b'}], r'same name'),
     ([], r'non-empty list'),
     (['train.steps=2'], r'not a dict'),
 ])
@@ -137,16 +138,15 @@ def _fake_runs(monkeypatch, codes: dict[str, int]) -> list[str]:
   any other writes done.json and exits 0. Returns the names it ran."""
   ran = []
 
-  def run(command, check):
-    assert not check
+  def run(command):
     workdir = pathlib.Path(next(a for a in command if a.startswith('--workdir='))[10:])
     ran.append(workdir.name)
     if workdir.name not in codes:
       workdir.mkdir(parents=True)
       (workdir / sweep.DONE).write_text('{}')
-    return subprocess.CompletedProcess(command, codes.get(workdir.name, 0))
+    return codes.get(workdir.name, 0)
 
-  monkeypatch.setattr(subprocess, 'run', run)
+  monkeypatch.setattr(sweep, '_run_child', run)
   return ran
 
 
@@ -172,6 +172,49 @@ def test_failed_runs_are_recorded_and_stop_the_sweep_if_asked(
   ran.clear()
   index = sweep.execute('c.py', runs, tmp_path)
   assert ran == ['train.steps=2'] + ([] if not stop_on_failure else ['train.steps=3'])
+
+
+def test_preempted_runs_stop_the_sweep_and_resume_on_rerun(tmp_path, monkeypatch):
+  runs = sweep.plan([{'train.steps': s} for s in (1, 2, 3)], tmp_path)
+  ran = _fake_runs(monkeypatch, {'train.steps=2': sweep.EXIT_PREEMPTED})
+  index = sweep.execute('c.py', runs, tmp_path)
+  assert ran == ['train.steps=1', 'train.steps=2']
+  assert [e['status'] for e in index.values()] == ['done', 'preempted', 'pending']
+  ran.clear()
+  sweep.execute('c.py', runs, tmp_path)
+  assert ran == ['train.steps=2']  # Still "preempted" in this fake: stops again.
+
+
+def test_sigterm_to_a_sweep_preempts_its_run_and_a_rerun_finishes_it(tmp_path):
+  """End to end: SIGTERM reaches the running child through the sweep; the
+  child checkpoints and exits 75, and the rerun resumes it to the last step."""
+  runs = [{'train.steps': 6}]
+  config = _sweep_config(tmp_path, runs, _TINY + ('c.checkpoint.every = 1',)) + ':reversals,tiny'
+  root = tmp_path / 'root'
+  env = dict(os.environ, XLA_FLAGS='--xla_force_host_platform_device_count=1',
+             JAX_PLATFORMS='cpu')
+  proc = subprocess.Popen([sys.executable, '-m', 'launch.sweep', f'--config={config}',
+                           f'--root={root}'], cwd=_REPO, env=env, text=True,
+                          stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+  workdir = root / 'train.steps=6'
+  deadline = time.time() + 600
+  while not (workdir / 'checkpoints' / '1').exists() and time.time() < deadline:
+    assert proc.poll() is None, proc.communicate()
+    time.sleep(0.1)
+  proc.send_signal(signal.SIGTERM)
+  _, err = proc.communicate(timeout=600)
+  assert proc.returncode == sweep.EXIT_PREEMPTED, err[-3000:]
+  index = json.loads((root / sweep.INDEX).read_text())['runs']
+  assert index['train.steps=6']['status'] == 'preempted'
+  assert not (workdir / sweep.DONE).exists()
+  steps = [int(p.name) for p in (workdir / 'checkpoints').iterdir() if p.name.isdigit()]
+  assert max(steps) < 6
+  proc = _sweep_cli(f'--config={config}', f'--root={root}', env=env)
+  assert proc.returncode == 0, proc.stderr[-3000:]
+  assert json.loads((workdir / sweep.DONE).read_text())['train/loss'] > 0
+  logged = [json.loads(line)['step'] for line in
+            (workdir / 'metrics.jsonl').read_text().splitlines()]
+  assert logged == sorted(set(logged)) and logged[-1] == 6
 
 
 def test_sweep_trains_every_run_then_skips_them(tmp_path, monkeypatch):

@@ -88,13 +88,15 @@ def test_loss_goes_down_and_one_device_equals_eight(straight, tmp_path):
 
 def test_preempted_then_killed_run_resumes_bit_exactly(straight, tmp_path):
   checkpoints = tmp_path / 'checkpoints'
-  # SIGTERM (TPU preemption): checkpoint at the step boundary, exit cleanly.
+  # SIGTERM (TPU preemption): checkpoint at the step boundary, exit 75 (not
+  # done: no done.json, so sweeps rerun it).
   proc = _main(tmp_path, *_FLAGS, wait=False)
   _wait_for(checkpoints / '1', proc)
   proc.send_signal(signal.SIGTERM)
   _, err = proc.communicate(timeout=600)
-  assert proc.returncode == 0, err
-  assert 'Preempted: saved step' in err
+  assert proc.returncode == 75, err
+  assert 'Preempted (SIGTERM): saved step' in err
+  assert not (tmp_path / 'done.json').exists()
   preempted_at = max(int(p.name) for p in checkpoints.iterdir() if p.name.isdigit())
   assert preempted_at < 4
   # SIGKILL after the next checkpoint: no chance to clean up.
@@ -104,6 +106,7 @@ def test_preempted_then_killed_run_resumes_bit_exactly(straight, tmp_path):
   proc.communicate()
   code, _, err = _main(tmp_path, *_FLAGS)
   assert code == 0, err
+  assert (tmp_path / 'done.json').exists()
   step_a, a = _final_state(straight[0])
   step_b, b = _final_state(tmp_path)
   assert step_a == step_b == 4

@@ -2,7 +2,8 @@
 
 Saves are asynchronous and atomic (orbax writes to a temporary directory and
 renames it when complete), so a killed run never leaves a checkpoint that
-loads half-written. Kept: the last `keep` checkpoints and, if `best_metric`
+loads half-written; one damaged later (a full disk, a partial copy) is set
+aside on restore and the one before it is used. Kept: the last `keep` checkpoints and, if `best_metric`
 is set, the best one by that eval metric.
 """
 
@@ -11,6 +12,7 @@ from typing import Any
 
 from absl import logging
 import jax
+from jax.experimental import multihost_utils
 import numpy as np
 import orbax.checkpoint as ocp
 from orbax.checkpoint import checkpoint_managers
@@ -63,24 +65,65 @@ class Checkpointer:
 
   def restore(self, abstract_state: Any, step: int | None = None,
               ) -> tuple[Any, dict] | None:
-    """(state, data state) of `step` (default: latest), or None if none.
+    """(state, data state) of `step`, or of the newest checkpoint that
+    restores; None if there is none.
+
+    A checkpoint that does not restore (truncated, half-deleted) is renamed
+    `<step>.unreadable` (kept for inspection, never deleted) with a warning
+    naming it, and the one before it is tried.
 
     Args:
       abstract_state: ShapeDtypeStructs with shardings, the layout to load into.
-      step: which checkpoint.
+      step: this checkpoint only (no fallback).
 
     Raises:
-      CheckpointError: if the saved shapes do not match `abstract_state`.
+      CheckpointError: if the saved shapes do not match `abstract_state` (a
+        different model config), or if checkpoints exist but none restores.
     """
-    step = self.latest_step() if step is None else step
-    if step is None:
-      return None
-    self._check_shapes(step, abstract_state)
-    restored = self._manager.restore(step, args=ocp.args.Composite(
-        state=ocp.args.StandardRestore(abstract_state),
-        data=ocp.args.JsonRestore()))
-    logging.info('Restored step %d from %s', step, self.directory)
-    return restored['state'], restored['data']
+    steps = [step] if step is not None else sorted(self.all_steps(), reverse=True)
+    for s in steps:
+      try:
+        saved = _by_name(self._manager.item_metadata(s)['state'])
+      except Exception as e:  # pylint: disable=broad-except  # Any corruption.
+        if not self._set_aside(s, e, fallback=step is None):
+          raise
+        continue
+      self._check_shapes(s, saved, abstract_state)
+      try:
+        restored = self._manager.restore(s, args=ocp.args.Composite(
+            state=ocp.args.StandardRestore(abstract_state),
+            data=ocp.args.JsonRestore()))
+      except Exception as e:  # pylint: disable=broad-except  # Any corruption.
+        if not self._set_aside(s, e, fallback=step is None):
+          raise
+        continue
+      logging.info('Restored step %d from %s', s, self.directory)
+      return restored['state'], restored['data']
+    if steps:
+      raise CheckpointError(
+          f'No checkpoint in {self.directory} restores (each was renamed '
+          '<step>.unreadable). Move them away to start over.')
+    return None
+
+  def _set_aside(self, step: int, error: Exception, fallback: bool) -> bool:
+    """Renames an unreadable checkpoint out of the manager's view."""
+    if not fallback:
+      return False
+    bad = self.directory / str(step)
+    aside = bad.with_name(f'{step}.unreadable')
+    n = 1
+    while aside.exists():  # The same step failed before.
+      n += 1
+      aside = bad.with_name(f'{step}.unreadable-{n}')
+    logging.warning('Checkpoint %s does not restore (%s: %s); keeping it as %s '
+                    'and trying the one before.', bad, type(error).__name__,
+                    str(error)[:300], aside)
+    if jax.process_index() == 0:
+      bad.rename(aside)
+    if jax.process_count() > 1:
+      multihost_utils.sync_global_devices(f'set aside {bad}')
+    self._manager.reload()
+    return True
 
   def load_numpy(self, step: int | None = None) -> dict[str, Any]:
     """A checkpoint's state as host numpy arrays, whatever mesh or number of
@@ -95,8 +138,7 @@ class Checkpointer:
         self.directory / str(step) / 'state',
         args=ocp.args.PyTreeRestore(restore_args=restore_args))
 
-  def _check_shapes(self, step: int, abstract_state: Any) -> None:
-    saved = _by_name(self._manager.item_metadata(step)['state'])
+  def _check_shapes(self, step: int, saved: dict[str, Any], abstract_state: Any) -> None:
     problems = []
     for name, want in _by_name(abstract_state).items():
       got = saved.get(name)

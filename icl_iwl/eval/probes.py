@@ -1,8 +1,8 @@
-"""Multiple-choice probes: from dataset splits, or the built-in quickstart set."""
+"""Multiple-choice items: from probe records (see data/datasets.py), or the
+built-in quickstart set."""
 
-from typing import Any, Iterable, Iterator, Mapping
+from typing import Any, Iterable, Mapping
 
-from icl_iwl.data import builders
 from icl_iwl.data import schema
 from icl_iwl.eval.packing import Item
 
@@ -31,36 +31,6 @@ def item_from_record(record: Mapping[str, Any], context: str = '') -> Item:
               context=context, id=r['id'])
 
 
-def load_records(dataset: str, split: str, config: str = 'full',
-                 limit: int | None = None) -> list[dict[str, Any]]:
-  """Decoded records of a split (the first `limit`), building it if needed."""
-  return list(stream_records(dataset, split, config, limit)[0])
-
-
-def stream_records(dataset: str, split: str, config: str = 'full',
-                   limit: int | None = None) -> tuple[Iterator[dict[str, Any]], int]:
-  """(lazy decoded records, their count) of a split, building it if needed."""
-  source = builders.load(dataset, split, config=config)
-  n = len(source) if limit is None else min(limit, len(source))
-  return (schema.decode(source[i]) for i in range(n)), n
-
-
-def probe_splits(dataset: str, config: str = 'full') -> list[str]:
-  """The multiple-choice test splits of a dataset (built if needed)."""
-  builder = builders.builder(dataset, config)
-  builders.base.prepare(builder)
-  if 'choices' not in builder.info.features:
-    return []
-  return sorted(s for s in builder.info.splits if s.startswith('test'))
-
-
 def items(records: Iterable[Mapping[str, Any]], context: str = '') -> list[Item]:
   """`item_from_record` of each record."""
   return [item_from_record(r, context) for r in records]
-
-
-def stream_items(dataset: str, split: str, config: str = 'full',
-                 limit: int | None = None) -> tuple[Iterator[Item], int]:
-  """(lazy Items, their count) of a probe split."""
-  records, n = stream_records(dataset, split, config, limit)
-  return (item_from_record(r) for r in records), n

@@ -14,14 +14,16 @@ from absl import logging
 import ml_collections
 import numpy as np
 
+from icl_iwl import config_lib
+from icl_iwl import runtime
+from icl_iwl import tables
+from icl_iwl.data import datasets
 from icl_iwl.data import schema
 from icl_iwl.eval import icl
-from icl_iwl import tables
 from icl_iwl.eval import probes
 from icl_iwl.eval import results
 from icl_iwl.eval import scoring
 from icl_iwl.jobs import JOBS
-from icl_iwl.jobs import common
 
 COLUMNS = ('split', 'n', 'chance', 'baseline', 'icl', 'icl_std', 'icl_min',
            'icl_max', 'contexts', 'baseline_char', 'icl_char')
@@ -90,18 +92,13 @@ def evaluate_split(scorer: scoring.Scorer, records: list[dict], documents: list[
 
 @JOBS.register('eval_icl')
 def run(config: ml_collections.ConfigDict, workdir: pathlib.Path) -> list[dict]:
-  """Evaluates every probe split of `config.dataset`; returns the table rows."""
-  env = common.setup(config)
-  scorer = scoring.Scorer(env.model, env.params, env.tok,
-                          scoring.ScorerConfig(**config.scorer), env.mesh, env.rules)
-  train = probes.load_records(config.dataset, 'train', config.data_config)
-  documents = [r for r in train if r.get('text')]
-  splits = (config.splits.split(',') if config.splits
-            else probes.probe_splits(config.dataset, config.data_config))
+  """Evaluates the probe splits of `config.eval`; returns the table rows."""
+  dataset = datasets.resolve(*config_lib.eval_dataset(config))
+  scorer = runtime.scorer(config, runtime.load(config))
+  documents = dataset.documents()
   rows, kind_rows = [], []
-  for split in splits:
-    records = probes.load_records(config.dataset, split, config.data_config,
-                                  config.limit or None)
+  for split in config_lib.split_list(config.eval.splits) or dataset.probe_splits():
+    records = dataset.records(split, config.eval.limit or None)
     row, kinds = evaluate_split(scorer, records, documents,
                                 icl.IclConfig(**config.icl), workdir, split)
     rows.append(row)
@@ -113,7 +110,7 @@ def run(config: ml_collections.ConfigDict, workdir: pathlib.Path) -> list[dict]:
     table += ('\n\nSingle-choice splits (accuracy is 1 by construction): mean '
               'log-likelihood of the statement by kind\n\n'
               + tables.markdown_table(kind_rows, KIND_COLUMNS))
-  header = (f'# {config.dataset} ({config.data_config}): {config.model.preset} '
+  header = (f'# {dataset.label}: {config.model.preset} '
             f'({config.model.checkpoint}), accuracy by summed log-likelihood\n\n')
   (workdir / 'results.md').write_text(header + table + '\n')
   print(header + table)

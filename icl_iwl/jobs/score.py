@@ -10,25 +10,27 @@ from typing import Iterator
 from absl import logging
 import ml_collections
 
+from icl_iwl import config_lib
+from icl_iwl import runtime
 from icl_iwl import tables
+from icl_iwl.data import datasets
 from icl_iwl.eval import probes
 from icl_iwl.eval import results
 from icl_iwl.eval import scoring
 from icl_iwl.jobs import JOBS
-from icl_iwl.jobs import common
 
 
-def probe_sets(spec: str, config: str, limit: int | None = None,
+def probe_sets(config: ml_collections.ConfigDict
                ) -> Iterator[tuple[str, Iterator[probes.Item], int]]:
-  """(name, lazy items, count) of 'quickstart' or of comma-separated
-  'dataset' / 'dataset:split' entries."""
-  if spec == 'quickstart':
+  """(name, lazy items, count) of each probe split `config.eval` names, or of
+  the built-in quickstart questions."""
+  if config.eval.dataset == 'quickstart':
     yield 'quickstart', iter(probes.QUICKSTART), len(probes.QUICKSTART)
     return
-  for entry in spec.split(','):
-    dataset, _, split = entry.strip().partition(':')
-    for s in [split] if split else probes.probe_splits(dataset, config):
-      yield (f'{dataset}/{s}', *probes.stream_items(dataset, s, config, limit))
+  dataset = datasets.resolve(*config_lib.eval_dataset(config))
+  for split in config_lib.split_list(config.eval.splits) or dataset.probe_splits():
+    records, n = dataset.stream(split, config.eval.limit or None)
+    yield f'{dataset.name}/{split}', map(probes.item_from_record, records), n
 
 
 def _kept(scores: Iterator[scoring.ItemScore],
@@ -41,12 +43,9 @@ def _kept(scores: Iterator[scoring.ItemScore],
 @JOBS.register('score')
 def run(config: ml_collections.ConfigDict, workdir: pathlib.Path) -> list[dict]:
   """Scores every probe set; returns the summary rows."""
-  env = common.setup(config)
-  scorer = scoring.Scorer(env.model, env.params, env.tok,
-                          scoring.ScorerConfig(**config.scorer), env.mesh, env.rules)
+  scorer = runtime.scorer(config, runtime.load(config))
   rows = []
-  for name, items, total in probe_sets(config.probes, config.data_config,
-                                       config.limit or None):
+  for name, items, total in probe_sets(config):
     scores = []  # Streamed to the JSONL file as they come.
     results.write_items(workdir / f'{name.replace("/", "-")}.jsonl', _kept(
         scorer.score_iter(items, total=total, progress=True), scores))

@@ -1,13 +1,14 @@
 """The training loop: sharded state, packed batches, eval hooks, checkpoints.
 
 Order of a run (resume-safe):
-  1. mesh, rules, model, tokenizer; the compiled step for the batch shape;
-  2. restore the latest checkpoint in <workdir>/checkpoints (state and data
-     iterator), else create the state from the pretrained params;
+  1. setup: model, mesh, compiled step (runtime.py), the batch pipeline;
+  2. restore the newest checkpoint in <workdir>/checkpoints that loads (state
+     and data iterator), else create the state from the pretrained params;
   3. per step: next batch -> step -> stop on a non-finite loss (the last good
-     checkpoint stays) -> log -> eval every `eval.every` -> checkpoint every
-     `checkpoint.every` and at the end; SIGTERM (TPU preemption) checkpoints
-     and returns at the next step boundary.
+     checkpoint stays) -> hooks: log every `train.log_every`, eval every
+     `eval.every`, checkpoint every `checkpoint.every` and at the end. SIGTERM
+     (TPU preemption) checkpoints at the next step boundary and raises
+     `Preempted`: the run is not done, and rerunning it resumes.
 Restarting with the same workdir resumes bit-exactly.
 """
 
@@ -23,19 +24,21 @@ import ml_collections
 import numpy as np
 import tqdm
 
-from icl_iwl.checkpoints import load
+from icl_iwl import config_lib
+from icl_iwl import runtime
 from icl_iwl.checkpoints import manager
+from icl_iwl.data import datasets
 from icl_iwl.data import pipeline
 from icl_iwl.data import samplers
 from icl_iwl.eval import probes
 from icl_iwl.eval import scoring
-from icl_iwl.sharding import mesh as mesh_lib
-from icl_iwl.sharding import rules as rules_lib
 from icl_iwl.train import metrics as metrics_lib
 from icl_iwl.train import mfu
-from icl_iwl.train import optim
 from icl_iwl.train import state as state_lib
-from icl_iwl.train import step as step_lib
+
+
+class Preempted(Exception):
+  """The run was asked to stop (SIGTERM) and saved a checkpoint to resume."""
 
 
 class _Preemption:
@@ -60,31 +63,17 @@ class _Preemption:
     signal.signal(signal.SIGTERM, self._previous)
 
 
-def is_trainable(config: ml_collections.ConfigDict) -> state_lib.IsTrainable:
-  """LoRA trains only the low-rank factors; otherwise everything trains."""
-  if config.model.lora.rank:
-    return lambda path: '_lora_' in path
-  return lambda path: True
-
-
-def _global_batch(local: dict[str, np.ndarray], sharding) -> dict[str, jax.Array]:
-  return {k: jax.make_array_from_process_local_data(sharding, v)
-          for k, v in local.items()}
-
-
 class Evaluator:
-  """Scores probe splits with the current params (an eval hook)."""
+  """The eval hook: scores the probe splits of `eval` with the current params."""
 
-  def __init__(self, config, model, params, tok, mesh, rules):
-    self.splits = {}
-    names = (config.eval.splits.split(',') if config.eval.splits else
-             probes.probe_splits(config.data.dataset, config.data.config))
-    for split in names:
-      records = probes.load_records(config.data.dataset, split, config.data.config,
-                                    config.eval.limit or None)
-      self.splits[split] = probes.items(records)
-    self.scorer = scoring.Scorer(model, params, tok,
-                                 scoring.ScorerConfig(**config.scorer), mesh, rules)
+  def __init__(self, config: ml_collections.ConfigDict, rt: runtime.Runtime,
+               params: Any):
+    name, cfg = config_lib.eval_dataset(config)
+    dataset = datasets.resolve(name, cfg)
+    splits = config_lib.split_list(config.eval.splits) or dataset.probe_splits()
+    self.splits = {s: probes.items(dataset.records(s, config.eval.limit or None))
+                   for s in splits}
+    self.scorer = runtime.scorer(config, rt, params)
 
   def __call__(self, params: Any) -> dict[str, float]:
     self.scorer.set_params(params)
@@ -95,62 +84,62 @@ class Evaluator:
     return out
 
 
-def train(config: ml_collections.ConfigDict, workdir: pathlib.Path) -> dict[str, float]:
-  """Runs (or resumes) fine-tuning; returns the last logged metrics."""
-  tc = config.train
-  mesh = mesh_lib.make_mesh(config.mesh)
-  model, base, tok = load.load(config.model)
-  rules = rules_lib.fit(config.rules, model.config, mesh)
-  trainable = is_trainable(config)
-  optimizer = optim.optimizer(tc)
-  schedule = optim.schedule(tc)
-  compiled = step_lib.compile_step(model, optimizer, trainable, mesh, rules,
-                                   tc.batch_size, tc.seq_len, tc.accum)
-  batch_sharding = jax.NamedSharding(mesh, jax.P(dict(rules).get('batch')))
-
+def _batches(config: ml_collections.ConfigDict, tok) -> Any:
+  """The checkpointable iterator of this process's rows of each batch."""
+  dataset = datasets.resolve(config.data.dataset, config.data.config)
   if jax.process_index() == 0:  # Build the dataset once, before others read it.
-    probes.load_records(config.data.dataset, config.data.split, config.data.config, 1)
+    dataset.splits()
   multihost_utils.sync_global_devices('dataset ready')
-  records = probes.load_records(config.data.dataset, config.data.split,
-                                config.data.config)
+  records = dataset.records(config.data.split)
   sampler = samplers.SAMPLERS.get(config.data.sampler)(records, config.data)
-  data = iter(pipeline.batches(sampler, tok, tc.seq_len, tc.batch_size,
+  tc = config.train
+  pipeline.check_lengths(sampler, tok, tc.seq_len, config.data.seed)
+  return iter(pipeline.batches(sampler, tok, tc.seq_len, tc.batch_size,
                                config.data.seed, jax.process_index(),
                                jax.process_count()))
 
+
+def train(config: ml_collections.ConfigDict, workdir: pathlib.Path) -> dict[str, float]:
+  """Runs (or resumes) fine-tuning; returns the last logged metrics.
+
+  Raises:
+    Preempted: after checkpointing, if SIGTERM arrived.
+    FloatingPointError: on a non-finite loss (the last good checkpoint stays).
+  """
+  tc = config.train
+  # 1. Setup.
+  rt, base = runtime.load_host(config)
+  tr = runtime.trainer(config, rt)
+  data = _batches(config, rt.tok)
   ckpt = manager.Checkpointer(workdir / 'checkpoints', config.checkpoint.keep,
                               config.checkpoint.best_metric, config.checkpoint.best_mode,
                               config.checkpoint.async_save)
-  target = state_lib.sharded_abstract(model, optimizer, trainable, mesh, rules)
-  restored = ckpt.restore(target)
+  # 2. Restore, else start from the pretrained params.
+  restored = ckpt.restore(tr.abstract_state)
   if restored is None:
-    state = state_lib.create(model, optimizer, trainable, base, mesh, rules, config.seed)
-    start = 0
+    state, start = tr.create_state(rt, base, config.seed), 0
   else:
     state, data_state = restored
     data.set_state(data_state)
     start = int(state.step)
   del base
-  logging.info('Training from step %d to %d on %s', start, tc.steps, dict(mesh.shape))
+  logging.info('Training from step %d to %d on %s', start, tc.steps, dict(rt.mesh.shape))
 
+  # 3. Loop, with its hooks.
   writer = metrics_lib.MetricsWriter(workdir, resume_step=start)
   evaluator = None
   if config.eval.every:
-    evaluator = Evaluator(config, model, state_lib.merge(state.params, state.frozen),
-                          tok, mesh, rules)
+    evaluator = Evaluator(config, rt, state_lib.merge(state.params, state.frozen))
+  peak = tc.peak_flops or mfu.peak_flops(rt.model.dtype)
   tokens_per_step = tc.batch_size * tc.seq_len
-  flops_per_step = mfu.train_flops_per_token(
-      model.config, tc.seq_len, frozen_weights=bool(config.model.lora.rank)) * tokens_per_step
-  peak = tc.peak_flops or mfu.peak_flops(model.dtype)
   preemption = _Preemption()
   last: dict[str, float] = {}
   bar = tqdm.tqdm(total=tc.steps, initial=start, desc='train', unit='step',
                   disable=jax.process_index() != 0)
-  tick, steps_since = time.perf_counter(), 0
+  tick, steps_since, stop = time.perf_counter(), 0, False
   try:
     for step in range(start, tc.steps):
-      batch = _global_batch(next(data), batch_sharding)
-      state, m = compiled(state, batch)
+      state, m = tr.step(state, tr.global_batch(next(data)))
       loss = float(m['loss'])
       if not np.isfinite(loss) or not bool(m['params_finite']):
         ckpt.wait()
@@ -158,30 +147,31 @@ def train(config: ml_collections.ConfigDict, workdir: pathlib.Path) -> dict[str,
         raise FloatingPointError(
             f'Non-finite {what} at step {step + 1}; stopping without saving it. '
             f'The last good checkpoint is step {ckpt.latest_step()} in {ckpt.directory}.')
-      done = step + 1
-      steps_since += 1
+      done, steps_since = step + 1, steps_since + 1
       bar.update(1)
+      # Hook: eval.
       eval_metrics = None
       if evaluator and (done % config.eval.every == 0 or done == tc.steps):
         eval_metrics = evaluator(state_lib.merge(state.params, state.frozen))
         writer.write(done, eval_metrics)
+      # Hook: log.
       if done % tc.log_every == 0 or done == tc.steps:
         elapsed = time.perf_counter() - tick
         last = {'train/loss': loss, 'train/grad_norm': float(m['grad_norm']),
-                'train/learning_rate': float(schedule(step)),
+                'train/learning_rate': float(tr.schedule(step)),
                 'train/target_tokens': float(m['targets']),
                 'train/tokens_per_s': tokens_per_step * steps_since / elapsed,
-                'train/mfu': flops_per_step * steps_since / elapsed / peak}
+                'train/mfu': tr.flops_per_step * steps_since / elapsed / peak}
         writer.write(done, last)
         bar.set_postfix(loss=f'{loss:.3f}', tok_s=f'{last["train/tokens_per_s"]:.0f}',
                         mfu=f'{last["train/mfu"]:.1%}')
         tick, steps_since = time.perf_counter(), 0
+      # Hook: checkpoint (and preemption).
       stop = preemption.agreed()
       best_due = eval_metrics is not None and config.checkpoint.best_metric
       if done % config.checkpoint.every == 0 or done == tc.steps or stop or best_due:
         ckpt.save(done, state, data.get_state(), eval_metrics)
-      if stop:
-        logging.warning('Preempted: saved step %d, exiting.', done)
+      if stop and done < tc.steps:
         break
   finally:
     preemption.restore()
@@ -189,6 +179,9 @@ def train(config: ml_collections.ConfigDict, workdir: pathlib.Path) -> dict[str,
     ckpt.wait()
     ckpt.close()
     writer.close()
+  if stop and done < tc.steps:
+    raise Preempted(f'Preempted (SIGTERM): saved step {done} of {tc.steps} in '
+                    f'{ckpt.directory}; rerun with the same --workdir to resume.')
   if not last and jax.process_index() == 0:  # Nothing left to run: report the log.
     last = next((m for m in reversed(metrics_lib.read(workdir)) if 'train/loss' in m), {})
   return last

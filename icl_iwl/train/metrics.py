@@ -5,13 +5,15 @@
 
 <workdir>/metrics.jsonl holds one {"step": ..., name: value} line per write;
 <workdir>/tensorboard/ the event files (tensorboardX, no TensorFlow needed).
-On resume, lines past the restored step are dropped (those steps rerun).
+On resume, lines past the restored step are dropped (those steps rerun), and
+so is a last line cut short by a killed run.
 """
 
 import json
 import pathlib
 from typing import Mapping
 
+from absl import logging
 import jax
 import tensorboardX
 
@@ -27,10 +29,9 @@ class MetricsWriter:
     if not self.enabled:
       return
     if self.jsonl.exists():
-      kept = [line for line in self.jsonl.read_text().splitlines()
-              if line and json.loads(line)['step'] <= resume_step]
+      kept = [m for m in read(workdir) if m['step'] <= resume_step]
       with paths.atomic_path(self.jsonl) as tmp:
-        tmp.write_text(''.join(line + '\n' for line in kept))
+        tmp.write_text(''.join(json.dumps(m) + '\n' for m in kept))
     self._tb = tensorboardX.SummaryWriter(str(pathlib.Path(workdir) / 'tensorboard'),
                                           purge_step=resume_step + 1)
 
@@ -53,6 +54,15 @@ class MetricsWriter:
 
 
 def read(workdir: str | pathlib.Path) -> list[dict]:
-  """The JSONL log of a run, as dicts."""
+  """The JSONL log of a run, as dicts. A line cut short by a killed writer
+  (or otherwise unreadable) is skipped with a warning."""
   path = pathlib.Path(workdir) / 'metrics.jsonl'
-  return [json.loads(line) for line in path.read_text().splitlines() if line]
+  out = []
+  for lineno, line in enumerate(path.read_text().splitlines(), start=1):
+    try:
+      out.append(json.loads(line))
+    except json.JSONDecodeError:
+      if line.strip():
+        logging.warning('%s:%d: skipping an unreadable line %r', path, lineno,
+                        line[:80])
+  return [m for m in out if isinstance(m, dict) and 'step' in m]
