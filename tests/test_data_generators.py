@@ -89,9 +89,36 @@ def test_full_reversals_shape(full):
   assert len(per_fact) == 100 and set(per_fact.values()) == {10}
   relations = {re.search(r' are (.*) than ', d['text'].split('. ')[-1]).group(1)
                for d in docs}
-  assert len(relations) == 28
+  assert len(relations) == 2 * 28  # Both words of every relation.
   # Preambles vary: the ten documents of a fact are all different.
   assert len({d['text'] for d in docs}) == 1000
+
+
+def _relation_word(choice: str) -> str:
+  """' less dangerous than femp.' or ' less dangerous.' -> 'less dangerous'."""
+  return choice.strip(' .').split(' than ')[0]
+
+
+def test_reversals_word_preference_scores_half(full, small):
+  """A scorer that prefers one word of each relation pair is at chance.
+
+  It knows no fact: per relation, it picks the choice with its preferred
+  word. Every such preference scores exactly 0.5 iff each word of every
+  relation is the right answer as often as the other.
+  """
+  index = {w: (pair, i) for pair in reversals.RELATIONS
+           for i, w in enumerate(pair)}
+  for splits in (full, small):
+    for split in ('test_reversal', 'test_forward'):
+      right = collections.Counter()
+      for r in splits['reversals'][split]:
+        words = [_relation_word(c) for c in r['choices']]
+        assert {index[w][0] for w in words} == {index[words[0]][0]}
+        right[index[words[r['answer']]]] += 1
+      for pair in {pair for pair, _ in right}:
+        assert right[pair, 0] == right[pair, 1] > 0, (split, pair)
+      first_word = sum(v for (_, i), v in right.items() if i == 0)
+      assert first_word / sum(right.values()) == 0.5
 
 
 def test_full_semantic_shape(full):
