@@ -15,7 +15,7 @@ from icl_iwl.data import tokenizer
 
 SMALL_COUNTS = {
     'reversals': {'train': 16, 'test_reversal': 8, 'test_forward': 8},
-    'syllogisms': {'train': 12, 'test_statements': 72, 'test_mc': 72},
+    'syllogisms': {'train': 12, 'test_conclusion': 12, 'test_control': 12},
     'reversal_curse': {'train': 36, 'test_p2d_reverse': 6, 'test_p2d_same': 6,
                        'test_d2p_reverse': 6, 'test_d2p_same': 6},
     'semantic': {'train': 42, 'test_rephrase': 37, 'test_reversal': 9,
@@ -85,9 +85,10 @@ def test_rebuild_gives_identical_records(data_dir, tmp_path):
 
 
 def test_load_builds_when_missing(tmp_path):
-  source = builders.load('syllogisms', 'test_mc', 'small', tmp_path)
-  assert len(source) == SMALL_COUNTS['syllogisms']['test_mc']
-  assert (tmp_path / 'syllogisms' / 'small' / '1.0.0').is_dir()
+  source = builders.load('syllogisms', 'test_conclusion', 'small', tmp_path)
+  assert len(source) == SMALL_COUNTS['syllogisms']['test_conclusion']
+  version = str(builders.syllogisms.Syllogisms.VERSION)
+  assert (tmp_path / 'syllogisms' / 'small' / version).is_dir()
   assert not list(tmp_path.rglob('*incomplete*'))
   assert not (tmp_path / 'downloads').exists()
 

@@ -28,7 +28,7 @@ MODULES = {
 # Probe splits about generalization: never stated verbatim in training.
 GENERALIZATION_SPLITS = {
     'reversals': ['test_reversal'],
-    'syllogisms': ['test_mc', 'test_statements'],
+    'syllogisms': ['test_conclusion', 'test_control'],
     'reversal_curse': ['test_p2d_reverse', 'test_d2p_reverse'],
     'semantic': ['test_reversal', 'test_syllogism', 'test_deduction',
                  'test_holdout'],
@@ -70,8 +70,8 @@ def test_full_sizes(full):
   counts = {name: {k: len(v) for k, v in s.items()} for name, s in full.items()}
   assert counts['reversals'] == {
       'train': 1000, 'test_reversal': 100, 'test_forward': 100}
-  assert counts['syllogisms']['train'] == 70
-  assert counts['syllogisms']['test_statements'] == 70 * 6
+  assert counts['syllogisms'] == {
+      'train': 72, 'test_conclusion': 72, 'test_control': 72}
   assert counts['reversal_curse'] == {
       'train': 1000, 'test_p2d_reverse': 50, 'test_p2d_same': 50,
       'test_d2p_reverse': 50, 'test_d2p_same': 50}
@@ -131,7 +131,8 @@ def test_full_semantic_shape(full):
 
 
 def test_full_probes_have_all_choices(full):
-  want = {'reversals': 2, 'reversal_curse': 4, 'semantic': 4, 'ictrain': 4}
+  want = {'reversals': 2, 'syllogisms': 6, 'reversal_curse': 4, 'semantic': 4,
+          'ictrain': 4}
   for name, n in want.items():
     for split, records in full[name].items():
       if split != 'train':
@@ -195,8 +196,8 @@ def test_no_generalization_probe_in_training(full, small):
 
 def test_syllogism_conclusions_never_stated(full):
   corpus = ' '.join(d['text'] for d in full['syllogisms']['train'])
-  for r in full['syllogisms']['test_statements']:
-    assert r['choices'][0].strip() not in corpus
+  for r in full['syllogisms']['test_conclusion']:
+    assert r['choices'][r['answer']].strip() not in corpus
 
 
 def test_leak_check_can_fail(full):
