@@ -16,8 +16,9 @@ from icl_iwl.data import tokenizer
 SMALL_COUNTS = {
     'reversals': {'train': 16, 'test_reversal': 8, 'test_forward': 8},
     'syllogisms': {'train': 12, 'test_conclusion': 12, 'test_control': 12},
-    'reversal_curse': {'train': 36, 'test_p2d_reverse': 6, 'test_p2d_same': 6,
-                       'test_d2p_reverse': 6, 'test_d2p_same': 6},
+    'reversal_curse': {'train': 54, 'test_p2d_reverse': 6, 'test_p2d_same': 6,
+                       'test_d2p_reverse': 6, 'test_d2p_same': 6,
+                       'test_both_name': 6, 'test_both_description': 6},
     'semantic': {'train': 42, 'test_rephrase': 37, 'test_reversal': 9,
                  'test_syllogism': 23, 'test_deduction': 12, 'test_holdout': 7},
     'ictrain': {'train': 180, 'test_iwl': 12, 'test_icl': 12, 'test_copy': 12},

@@ -1,6 +1,7 @@
 """The dataset generators without TFDS: sizes, determinism, schema, leakage."""
 
 import collections
+import dataclasses
 import hashlib
 import json
 import os
@@ -11,6 +12,8 @@ import sys
 import pytest
 
 from icl_iwl.data import schema
+from icl_iwl.data import tokenizer
+from icl_iwl.data import words
 from icl_iwl.data.builders import ictrain
 from icl_iwl.data.builders import ictrain_translation
 from icl_iwl.data.builders import reversal_curse
@@ -33,6 +36,11 @@ GENERALIZATION_SPLITS = {
     'semantic': ['test_reversal', 'test_syllogism', 'test_deduction',
                  'test_holdout'],
 }
+
+
+@pytest.fixture(scope='module')
+def tok():
+  return tokenizer.load_default()
 
 
 @pytest.fixture(scope='module')
@@ -73,8 +81,9 @@ def test_full_sizes(full):
   assert counts['syllogisms'] == {
       'train': 72, 'test_conclusion': 72, 'test_control': 72}
   assert counts['reversal_curse'] == {
-      'train': 1000, 'test_p2d_reverse': 50, 'test_p2d_same': 50,
-      'test_d2p_reverse': 50, 'test_d2p_same': 50}
+      'train': 1500, 'test_p2d_reverse': 50, 'test_p2d_same': 50,
+      'test_d2p_reverse': 50, 'test_d2p_same': 50, 'test_both_name': 50,
+      'test_both_description': 50}
   assert counts['semantic']['train'] == 2000
   for split in ('test_rephrase', 'test_reversal', 'test_syllogism',
                 'test_deduction', 'test_holdout'):
@@ -214,6 +223,42 @@ def test_trained_direction_is_stated(full):
   for r in full['reversal_curse']['test_p2d_same']:
     assert r['prompt'].removesuffix(' is known as') in docs
     assert r['choices'][r['answer']].strip(' .') in docs
+
+
+def test_reversal_curse_orders_per_group(full):
+  """p2d documents put the name first, d2p the description, both: half each."""
+  people = {p.id: p for p in reversal_curse.make_people(reversal_curse.FULL)}
+  orders = collections.defaultdict(collections.Counter)
+  for doc in full['reversal_curse']['train']:
+    person = people[doc['facts'][0]]
+    name_first = doc['text'].index(person.name) < doc['text'].index(
+        person.description)
+    orders[person.group][name_first] += 1
+  assert orders['p2d'] == {True: 500}
+  assert orders['d2p'] == {False: 500}
+  assert orders['both'] == {True: 250, False: 250}
+
+
+def test_reversal_curse_names(tok):
+  for names in ('realistic', 'nonsense'):
+    config = dataclasses.replace(reversal_curse.SMALL, names=names)
+    people = reversal_curse.make_people(config)
+    parts = [p.name.split() for p in people]
+    assert all(len(x) == 2 and all(w.isalpha() and w.istitle() for w in x)
+               for x in parts)
+    for i in (0, 1):  # No two people share a first or a last name.
+      assert len({x[i] for x in parts}) == len(people)
+    nonsense = all(words.namespace_of(w.lower()) == 'reversal_curse'
+                   for x in parts for w in x)
+    assert nonsense == (names == 'nonsense')
+  # Realistic names are common English names: most first names are one
+  # Gemma piece with a leading space; generated ones never are.
+  realistic = reversal_curse.make_names(reversal_curse.FULL, 150)
+  single = [n for n in realistic if len(tok.encode(' ' + n.split()[0])) == 1]
+  assert len(single) > len(realistic) / 2
+  with pytest.raises(ValueError, match='realistic'):
+    reversal_curse.make_names(
+        dataclasses.replace(reversal_curse.SMALL, names='fancy'), 3)
 
 
 def test_semantic_holdouts_only_trained_in_hierarchy(full):
