@@ -19,6 +19,7 @@ from icl_iwl.data.builders import ictrain_translation
 from icl_iwl.data.builders import reversal_curse
 from icl_iwl.data.builders import reversals
 from icl_iwl.data.builders import semantic
+from icl_iwl.data.builders import semantic_world
 from icl_iwl.data.builders import syllogisms
 
 MODULES = {
@@ -268,6 +269,58 @@ def test_semantic_holdouts_only_trained_in_hierarchy(full):
     for fact in doc['facts']:
       for x in holdout & set(fact.split(':')):
         assert fact == f'isa:{x}', fact
+
+
+def test_semantic_words_are_nonsense(full):
+  """Categories, property words and relation verbs are all nonsense words."""
+  splits = full['semantic']
+  frames = {f.split()[0] for f in semantic_world.FRAMES}
+  content = set()
+  for r in splits['test_rephrase']:
+    if r['kind'] == 'relation':  # 'Field notes confirm that femp glorp'
+      content.add(r['prompt'].split()[-1])
+    for choice in r['choices']:
+      *frame, word = choice.strip(' .').split()
+      if r['kind'] == 'property':
+        assert frame and frame[0] in frames, choice
+      content.add(word)
+  assert len(content) > 400
+  for word in content:
+    assert words.namespace_of(word) == 'semantic' and not words.is_english(word)
+
+
+def test_semantic_properties_per_category(full):
+  owned = collections.defaultdict(set)
+  for doc in full['semantic']['train']:
+    for fact in doc['facts']:
+      if fact.startswith('prop:'):
+        owned[fact.split(':')[1]].add(fact)
+  counts = collections.Counter(len(v) for v in owned.values())
+  assert set(counts) == set(range(1, semantic.FULL.max_properties + 1))
+
+
+def test_semantic_reversals_are_never_stated_that_way(full):
+  """Inclusion, properties and relations are reversed, and every training
+  sentence names the answer before the prompt's category or property word."""
+  splits = full['semantic']
+  sentences = [re.findall(r'\w+', s) for d in splits['train']
+               for s in d['text'].split('. ')]
+  kinds = collections.Counter()
+  for r in splits['test_reversal']:
+    kinds[r['kind']] += 1
+    answer = r['choices'][r['answer']].strip(' .')
+    cue = {'isa': lambda p: p.split()[2], 'property': lambda p: p.split()[-2],
+           'relation': lambda p: p.split()[0]}[r['kind']](r['prompt'])
+    together = [s for s in sentences if answer in s and cue in s]
+    assert together, r
+    for sentence in together:
+      assert sentence.index(answer) < sentence.index(cue), (r, sentence)
+  assert set(kinds) == {'isa', 'property', 'relation'}
+
+
+def test_semantic_documents_fit_a_sequence(full, tok):
+  lengths = [len(tok.encode(d['text'])) for d in full['semantic']['train']]
+  assert max(lengths) <= 250
 
 
 def test_semantic_distractors_are_hard(full):
