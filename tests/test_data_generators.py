@@ -15,7 +15,6 @@ from icl_iwl.data import schema
 from icl_iwl.data import tokenizer
 from icl_iwl.data import words
 from icl_iwl.data.builders import ictrain
-from icl_iwl.data.builders import ictrain_translation
 from icl_iwl.data.builders import reversal_curse
 from icl_iwl.data.builders import reversals
 from icl_iwl.data.builders import semantic
@@ -337,41 +336,3 @@ def test_semantic_distractors_are_hard(full):
           stated = f'{verb}{choice}' if relation else choice
           hard += stated in corpus
     assert hard >= 0.9 * len(probes) * (semantic.FULL.num_choices - 1), split
-
-
-def test_ictrain_probe_structure(full):
-  splits = full['ictrain']
-  train_inputs = {r['input'] for r in splits['train']}
-  train_text = ' '.join(r['input'] + ' ' + r['output'] for r in splits['train'])
-  for split in ('test_iwl', 'test_icl', 'test_copy'):
-    for r in splits[split]:
-      assert r['input'] not in train_inputs
-      assert r['prompt'] == schema.render_context_prompt(
-          r['context_inputs'], r['context_outputs'], r['input'])
-      lengths = {len(c.split()) for c in r['choices']}
-      assert len(lengths) == 1, r['choices']  # Same format.
-      assert len(set(r['context_inputs'])) == len(r['context_inputs']) == 4
-  for r in splits['test_copy']:
-    wrong = {c.strip() for i, c in enumerate(r['choices']) if i != r['answer']}
-    assert wrong & set(r['context_outputs']), r
-    assert r['choices'][r['answer']].strip() not in r['context_outputs']
-  for r in splits['test_iwl']:
-    assert r['choices'][r['answer']].strip() not in r['context_outputs']
-  novel = {w for ws in ictrain_translation.NOVEL.values() for w in ws}
-  for r in splits['test_icl']:
-    if r['task'] == 'translation':
-      word = r['facts'][0].removeprefix('novel:')
-      assert word in novel and re.search(rf'\b{word}\b', r['input'])
-      assert not re.search(rf'\b{word}\b', train_text)
-      shown = [c for c in r['context_inputs'] if re.search(rf'\b{word}\b', c)]
-      assert len(shown) >= 2
-    else:
-      labels = {p['output'] for p in splits['train']
-                if p['task'] == 'classification'}
-      correct = r['choices'][r['answer']].strip()
-      assert correct in labels
-      cls = r['facts'][0].removeprefix('remap:')
-      trained_label = next(p['output'] for p in splits['train']
-                           if p['facts'] == [f'label:{cls}'])
-      assert correct != trained_label
-      assert ' ' + trained_label in r['choices']
