@@ -20,7 +20,8 @@ SMALL_COUNTS = {
                        'test_d2p_reverse': 6, 'test_d2p_same': 6,
                        'test_both_name': 6, 'test_both_description': 6},
     'semantic': {'train': 42, 'test_rephrase': 59, 'test_reversal': 59,
-                 'test_syllogism': 40, 'test_deduction': 21, 'test_holdout': 15},
+                 'test_syllogism': 40, 'test_deduction': 21,
+                 'test_holdout': 15},
     'ictrain': {'train': 180, 'test_iwl': 12, 'test_icl': 12, 'test_copy': 12},
 }
 

@@ -82,7 +82,7 @@ class TaskPairs(abc.ABC):
 
 @SAMPLERS.register('random')
 class RandomContext(TaskPairs):
-  """k context examples drawn uniformly from the other pairs of the same task."""
+  """k context examples drawn uniformly from the other pairs of its task."""
 
   def __init__(self, records: Sequence[Mapping[str, Any]],
                config: ml_collections.ConfigDict):

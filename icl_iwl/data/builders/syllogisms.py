@@ -183,9 +183,10 @@ def make_items(config: SyllogismsConfig) -> list[Item]:
   rng = random.Random(f'syllogisms:{config.seed}')
   sampler = words.WordSampler(config.seed, 'syllogisms')
   per_quantifier = config.num_items // 3
+  every_form = premise_forms()
   forms, orders = {}, {}
   for q in QUANTIFIERS:
-    forms[q] = [f for f in premise_forms() if f[1].quantifier == q]
+    forms[q] = [f for f in every_form if f[1].quantifier == q]
     rng.shuffle(forms[q])
     orders[q] = rng.sample([True, False] * (per_quantifier // 2),
                            per_quantifier)
