@@ -17,11 +17,13 @@ from icl_iwl.data import tokenizer
 
 SMALL_COUNTS = {
     'reversals': {'train': 16, 'test_reversal': 8, 'test_forward': 8},
-    'syllogisms': {'train': 12, 'test_statements': 72, 'test_mc': 72},
-    'reversal_curse': {'train': 36, 'test_p2d_reverse': 6, 'test_p2d_same': 6,
-                       'test_d2p_reverse': 6, 'test_d2p_same': 6},
-    'semantic': {'train': 42, 'test_rephrase': 37, 'test_reversal': 9,
-                 'test_syllogism': 23, 'test_deduction': 12, 'test_holdout': 7},
+    'syllogisms': {'train': 12, 'test_conclusion': 12, 'test_control': 12},
+    'reversal_curse': {'train': 54, 'test_p2d_reverse': 6, 'test_p2d_same': 6,
+                       'test_d2p_reverse': 6, 'test_d2p_same': 6,
+                       'test_both_name': 6, 'test_both_description': 6},
+    'semantic': {'train': 42, 'test_rephrase': 59, 'test_reversal': 59,
+                 'test_syllogism': 40, 'test_deduction': 21,
+                 'test_holdout': 15},
     'ictrain': {'train': 180, 'test_iwl': 12, 'test_icl': 12, 'test_copy': 12},
 }
 
@@ -95,9 +97,10 @@ def test_rebuild_gives_identical_records(data_dir, tmp_path):
 
 
 def test_load_builds_when_missing(tmp_path):
-  source = load('syllogisms', 'test_mc', 'small', tmp_path)
-  assert len(source) == SMALL_COUNTS['syllogisms']['test_mc']
-  assert (tmp_path / 'syllogisms' / 'small' / '1.0.0').is_dir()
+  source = load('syllogisms', 'test_conclusion', 'small', tmp_path)
+  assert len(source) == SMALL_COUNTS['syllogisms']['test_conclusion']
+  version = str(builders.syllogisms.Syllogisms.VERSION)
+  assert (tmp_path / 'syllogisms' / 'small' / version).is_dir()
   assert not list(tmp_path.rglob('*incomplete*'))
   assert not (tmp_path / 'downloads').exists()
 
@@ -138,7 +141,7 @@ def test_record_text():
       {'prompt': 'x are', 'choices': [' 1.', ' 2.'], 'answer': 1}) == 'x are 2.'
   assert describe.record_text(
       {'input': 'the dog', 'output': 'femp', 'choices': []}) == (
-          'Input: the dog\nOutput: femp')
+          'Input: the dog\nOutput: femp\n')  # Ends in the end marker.
 
 
 def test_cli_build_and_describe(tmp_path):

@@ -1,6 +1,7 @@
 """The dataset generators without TFDS: sizes, determinism, schema, leakage."""
 
 import collections
+import dataclasses
 import hashlib
 import json
 import os
@@ -11,11 +12,13 @@ import sys
 import pytest
 
 from icl_iwl.data import schema
+from icl_iwl.data import tokenizer
+from icl_iwl.data import words
 from icl_iwl.data.builders import ictrain
-from icl_iwl.data.builders import ictrain_translation
 from icl_iwl.data.builders import reversal_curse
 from icl_iwl.data.builders import reversals
 from icl_iwl.data.builders import semantic
+from icl_iwl.data.builders import semantic_world
 from icl_iwl.data.builders import syllogisms
 
 MODULES = {
@@ -28,11 +31,16 @@ MODULES = {
 # Probe splits about generalization: never stated verbatim in training.
 GENERALIZATION_SPLITS = {
     'reversals': ['test_reversal'],
-    'syllogisms': ['test_mc', 'test_statements'],
+    'syllogisms': ['test_conclusion', 'test_control'],
     'reversal_curse': ['test_p2d_reverse', 'test_d2p_reverse'],
     'semantic': ['test_reversal', 'test_syllogism', 'test_deduction',
                  'test_holdout'],
 }
+
+
+@pytest.fixture(scope='module')
+def tok():
+  return tokenizer.load_default()
 
 
 @pytest.fixture(scope='module')
@@ -70,11 +78,12 @@ def test_full_sizes(full):
   counts = {name: {k: len(v) for k, v in s.items()} for name, s in full.items()}
   assert counts['reversals'] == {
       'train': 1000, 'test_reversal': 100, 'test_forward': 100}
-  assert counts['syllogisms']['train'] == 70
-  assert counts['syllogisms']['test_statements'] == 70 * 6
+  assert counts['syllogisms'] == {
+      'train': 72, 'test_conclusion': 72, 'test_control': 72}
   assert counts['reversal_curse'] == {
-      'train': 1000, 'test_p2d_reverse': 50, 'test_p2d_same': 50,
-      'test_d2p_reverse': 50, 'test_d2p_same': 50}
+      'train': 1500, 'test_p2d_reverse': 50, 'test_p2d_same': 50,
+      'test_d2p_reverse': 50, 'test_d2p_same': 50, 'test_both_name': 50,
+      'test_both_description': 50}
   assert counts['semantic']['train'] == 2000
   for split in ('test_rephrase', 'test_reversal', 'test_syllogism',
                 'test_deduction', 'test_holdout'):
@@ -89,9 +98,36 @@ def test_full_reversals_shape(full):
   assert len(per_fact) == 100 and set(per_fact.values()) == {10}
   relations = {re.search(r' are (.*) than ', d['text'].split('. ')[-1]).group(1)
                for d in docs}
-  assert len(relations) == 28
+  assert len(relations) == 2 * 28  # Both words of every relation.
   # Preambles vary: the ten documents of a fact are all different.
   assert len({d['text'] for d in docs}) == 1000
+
+
+def _relation_word(choice: str) -> str:
+  """' less dangerous than femp.' or ' less dangerous.' -> 'less dangerous'."""
+  return choice.strip(' .').split(' than ')[0]
+
+
+def test_reversals_word_preference_scores_half(full, small):
+  """A scorer that prefers one word of each relation pair is at chance.
+
+  It knows no fact: per relation, it picks the choice with its preferred
+  word. Every such preference scores exactly 0.5 iff each word of every
+  relation is the right answer as often as the other.
+  """
+  index = {w: (pair, i) for pair in reversals.RELATIONS
+           for i, w in enumerate(pair)}
+  for splits in (full, small):
+    for split in ('test_reversal', 'test_forward'):
+      right = collections.Counter()
+      for r in splits['reversals'][split]:
+        words = [_relation_word(c) for c in r['choices']]
+        assert {index[w][0] for w in words} == {index[words[0]][0]}
+        right[index[words[r['answer']]]] += 1
+      for pair in {pair for pair, _ in right}:
+        assert right[pair, 0] == right[pair, 1] > 0, (split, pair)
+      first_word = sum(v for (_, i), v in right.items() if i == 0)
+      assert first_word / sum(right.values()) == 0.5
 
 
 def test_full_semantic_shape(full):
@@ -104,7 +140,8 @@ def test_full_semantic_shape(full):
 
 
 def test_full_probes_have_all_choices(full):
-  want = {'reversals': 2, 'reversal_curse': 4, 'semantic': 4, 'ictrain': 4}
+  want = {'reversals': 2, 'syllogisms': 6, 'reversal_curse': 4, 'semantic': 4,
+          'ictrain': 4}
   for name, n in want.items():
     for split, records in full[name].items():
       if split != 'train':
@@ -168,8 +205,8 @@ def test_no_generalization_probe_in_training(full, small):
 
 def test_syllogism_conclusions_never_stated(full):
   corpus = ' '.join(d['text'] for d in full['syllogisms']['train'])
-  for r in full['syllogisms']['test_statements']:
-    assert r['choices'][0].strip() not in corpus
+  for r in full['syllogisms']['test_conclusion']:
+    assert r['choices'][r['answer']].strip() not in corpus
 
 
 def test_leak_check_can_fail(full):
@@ -188,6 +225,42 @@ def test_trained_direction_is_stated(full):
     assert r['choices'][r['answer']].strip(' .') in docs
 
 
+def test_reversal_curse_orders_per_group(full):
+  """p2d documents put the name first, d2p the description, both: half each."""
+  people = {p.id: p for p in reversal_curse.make_people(reversal_curse.FULL)}
+  orders = collections.defaultdict(collections.Counter)
+  for doc in full['reversal_curse']['train']:
+    person = people[doc['facts'][0]]
+    name_first = doc['text'].index(person.name) < doc['text'].index(
+        person.description)
+    orders[person.group][name_first] += 1
+  assert orders['p2d'] == {True: 500}
+  assert orders['d2p'] == {False: 500}
+  assert orders['both'] == {True: 250, False: 250}
+
+
+def test_reversal_curse_names(tok):
+  for names in ('realistic', 'nonsense'):
+    config = dataclasses.replace(reversal_curse.SMALL, names=names)
+    people = reversal_curse.make_people(config)
+    parts = [p.name.split() for p in people]
+    assert all(len(x) == 2 and all(w.isalpha() and w.istitle() for w in x)
+               for x in parts)
+    for i in (0, 1):  # No two people share a first or a last name.
+      assert len({x[i] for x in parts}) == len(people)
+    nonsense = all(words.namespace_of(w.lower()) == 'reversal_curse'
+                   for x in parts for w in x)
+    assert nonsense == (names == 'nonsense')
+  # Realistic names are common English names: most first names are one
+  # Gemma piece with a leading space; generated ones never are.
+  realistic = reversal_curse.make_names(reversal_curse.FULL, 150)
+  single = [n for n in realistic if len(tok.encode(' ' + n.split()[0])) == 1]
+  assert len(single) > len(realistic) / 2
+  with pytest.raises(ValueError, match='realistic'):
+    reversal_curse.make_names(
+        dataclasses.replace(reversal_curse.SMALL, names='fancy'), 3)
+
+
 def test_semantic_holdouts_only_trained_in_hierarchy(full):
   holdout = {p['prompt'].split()[0] for p in full['semantic']['test_holdout']}
   assert len(holdout) >= 5
@@ -195,6 +268,58 @@ def test_semantic_holdouts_only_trained_in_hierarchy(full):
     for fact in doc['facts']:
       for x in holdout & set(fact.split(':')):
         assert fact == f'isa:{x}', fact
+
+
+def test_semantic_words_are_nonsense(full):
+  """Categories, property words and relation verbs are all nonsense words."""
+  splits = full['semantic']
+  frames = {f.split()[0] for f in semantic_world.FRAMES}
+  content = set()
+  for r in splits['test_rephrase']:
+    if r['kind'] == 'relation':  # 'Field notes confirm that femp glorp'
+      content.add(r['prompt'].split()[-1])
+    for choice in r['choices']:
+      *frame, word = choice.strip(' .').split()
+      if r['kind'] == 'property':
+        assert frame and frame[0] in frames, choice
+      content.add(word)
+  assert len(content) > 400
+  for word in content:
+    assert words.namespace_of(word) == 'semantic' and not words.is_english(word)
+
+
+def test_semantic_properties_per_category(full):
+  owned = collections.defaultdict(set)
+  for doc in full['semantic']['train']:
+    for fact in doc['facts']:
+      if fact.startswith('prop:'):
+        owned[fact.split(':')[1]].add(fact)
+  counts = collections.Counter(len(v) for v in owned.values())
+  assert set(counts) == set(range(1, semantic.FULL.max_properties + 1))
+
+
+def test_semantic_reversals_are_never_stated_that_way(full):
+  """Inclusion, properties and relations are reversed, and every training
+  sentence names the answer before the prompt's category or property word."""
+  splits = full['semantic']
+  sentences = [re.findall(r'\w+', s) for d in splits['train']
+               for s in d['text'].split('. ')]
+  kinds = collections.Counter()
+  for r in splits['test_reversal']:
+    kinds[r['kind']] += 1
+    answer = r['choices'][r['answer']].strip(' .')
+    cue = {'isa': lambda p: p.split()[2], 'property': lambda p: p.split()[-2],
+           'relation': lambda p: p.split()[0]}[r['kind']](r['prompt'])
+    together = [s for s in sentences if answer in s and cue in s]
+    assert together, r
+    for sentence in together:
+      assert sentence.index(answer) < sentence.index(cue), (r, sentence)
+  assert set(kinds) == {'isa', 'property', 'relation'}
+
+
+def test_semantic_documents_fit_a_sequence(full, tok):
+  lengths = [len(tok.encode(d['text'])) for d in full['semantic']['train']]
+  assert max(lengths) <= 250
 
 
 def test_semantic_distractors_are_hard(full):
@@ -211,41 +336,3 @@ def test_semantic_distractors_are_hard(full):
           stated = f'{verb}{choice}' if relation else choice
           hard += stated in corpus
     assert hard >= 0.9 * len(probes) * (semantic.FULL.num_choices - 1), split
-
-
-def test_ictrain_probe_structure(full):
-  splits = full['ictrain']
-  train_inputs = {r['input'] for r in splits['train']}
-  train_text = ' '.join(r['input'] + ' ' + r['output'] for r in splits['train'])
-  for split in ('test_iwl', 'test_icl', 'test_copy'):
-    for r in splits[split]:
-      assert r['input'] not in train_inputs
-      assert r['prompt'] == schema.render_context_prompt(
-          r['context_inputs'], r['context_outputs'], r['input'])
-      lengths = {len(c.split()) for c in r['choices']}
-      assert len(lengths) == 1, r['choices']  # Same format.
-      assert len(set(r['context_inputs'])) == len(r['context_inputs']) == 4
-  for r in splits['test_copy']:
-    wrong = {c.strip() for i, c in enumerate(r['choices']) if i != r['answer']}
-    assert wrong & set(r['context_outputs']), r
-    assert r['choices'][r['answer']].strip() not in r['context_outputs']
-  for r in splits['test_iwl']:
-    assert r['choices'][r['answer']].strip() not in r['context_outputs']
-  novel = {w for ws in ictrain_translation.NOVEL.values() for w in ws}
-  for r in splits['test_icl']:
-    if r['task'] == 'translation':
-      word = r['facts'][0].removeprefix('novel:')
-      assert word in novel and re.search(rf'\b{word}\b', r['input'])
-      assert not re.search(rf'\b{word}\b', train_text)
-      shown = [c for c in r['context_inputs'] if re.search(rf'\b{word}\b', c)]
-      assert len(shown) >= 2
-    else:
-      labels = {p['output'] for p in splits['train']
-                if p['task'] == 'classification'}
-      correct = r['choices'][r['answer']].strip()
-      assert correct in labels
-      cls = r['facts'][0].removeprefix('remap:')
-      trained_label = next(p['output'] for p in splits['train']
-                           if p['facts'] == [f'label:{cls}'])
-      assert correct != trained_label
-      assert ' ' + trained_label in r['choices']

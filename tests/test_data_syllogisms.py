@@ -52,14 +52,33 @@ def test_inconsistent_premises_fail():
     syl.truth([S('all', 'A', 'B'), S('no', 'A', 'B')], S('all', 'A', 'A'))
 
 
-def test_premise_forms_have_a_true_and_a_false_candidate():
+def test_premise_forms_and_their_valid_conclusions():
   forms = syl.premise_forms()
-  assert len(forms) == 11  # Of 36 (3 quantifiers x 2 orders, per premise).
-  for premises in forms:
-    values = {syl.truth(premises, c) for c in syl.candidates()}
-    assert {T, F} <= values
-  quantifiers = {p.quantifier for form in forms for p in form}
-  assert quantifiers == {'all', 'some', 'no'}
+  got = {' '.join(p.label for p in premises): c.label for premises, c in forms}
+  assert got == {
+      'all(AC) all(BA)': 'all(BC)',   # Barbara
+      'no(AC) all(BA)': 'no(BC)',     # Celarent
+      'all(AC) some(BA)': 'some(BC)',  # Darii
+      'no(CA) all(BA)': 'no(BC)',     # Cesare
+      'all(CA) no(BA)': 'no(BC)',     # Camestres
+      'all(AC) all(AB)': 'some(BC)',  # Darapti
+      'some(AC) all(AB)': 'some(BC)',  # Disamis
+      'all(AC) some(AB)': 'some(BC)',  # Datisi
+      'all(CA) no(AB)': 'no(BC)',     # Camenes
+      'some(CA) all(AB)': 'some(BC)',  # Dimaris
+  }
+  # Each is true, and no true statement is stronger.
+  for premises, c in forms:
+    values = {x.label: syl.truth(premises, x) for x in syl.candidates()}
+    assert values[c.label] == T
+    if c.quantifier != 'all':
+      assert values['all(BC)'] != T and values['all(CB)'] != T
+
+
+def test_bramantip_is_left_out_as_barbara_swapped():
+  premises = (S('all', 'C', 'A'), S('all', 'A', 'B'))
+  assert syl.truth(premises, S('all', 'C', 'B')) == T
+  assert syl.conclusion(premises) is None
 
 
 @pytest.fixture(scope='module')
@@ -67,26 +86,92 @@ def small():
   return syl.generate(syl.SMALL)
 
 
-def test_statements_carry_their_truth(small):
-  by_item = collections.defaultdict(list)
-  for r in small['test_statements']:
-    by_item[r['facts'][0]].append(r)
-  assert len(by_item) == syl.SMALL.num_items
-  for records in by_item.values():
-    assert len(records) == 6
-    assert {r['kind'] for r in records} >= {T, F}
-    assert len({r['choices'][0] for r in records}) == 6
+@pytest.fixture(scope='module')
+def full():
+  return syl.generate(syl.FULL)
 
 
-def test_mc_pairs_a_true_with_a_false_statement(small):
-  truth = {(r['prompt'], r['choices'][0]): r['kind']
-           for r in small['test_statements']}
-  assert small['test_mc']
-  for r in small['test_mc']:
-    correct = r['choices'][r['answer']]
-    wrong = r['choices'][1 - r['answer']]
-    assert truth[(r['prompt'], correct)] == T
-    assert truth[(r['prompt'], wrong)] == F
+def _statement(choice: str) -> tuple[str, str, str]:
+  """' All glon are yomp.' -> ('all', 'glon', 'yomp')."""
+  q, subject, _, predicate = choice.strip(' .').split()
+  return q.lower(), subject, predicate
+
+
+def _pair(prompt: str) -> tuple[str, str]:
+  first, _, second = prompt.removeprefix(
+      'The relationships between ').removesuffix(' are:').split()
+  return first, second
+
+
+def _shape(record: dict) -> tuple[str, bool]:
+  """The correct choice's quantifier, and whether the prompt names its
+  subject first."""
+  q, subject, _ = _statement(record['choices'][record['answer']])
+  return q, subject == _pair(record['prompt'])[0]
+
+
+@pytest.mark.parametrize('split', ['test_conclusion', 'test_control'])
+def test_a_fixed_quantifier_and_order_preference_scores_one_sixth(
+    small, full, split):
+  """A scorer that ranks statements by quantifier and word order only.
+
+  Every record offers all six shapes (test below), so such a scorer (say
+  some > no > all, subject named first) picks the same shape everywhere and
+  scores the share of records whose answer has that shape: 1/6 for each.
+  """
+  for splits in (small, full):
+    shapes = collections.Counter(_shape(r) for r in splits[split])
+    assert len(shapes) == 6, shapes
+    assert set(shapes.values()) == {len(splits[split]) // 6}, shapes
+
+
+def test_conclusions_are_valid_and_strongest(full):
+  docs = {d['id']: d['text'] for d in full['train']}
+  kinds = collections.Counter()
+  for r in full['test_conclusion']:
+    kinds[r['kind']] += 1
+    # Rebuild the premises from the document: 'All x are y. No z are x.'
+    premises_text = docs[r['facts'][0]].split(' are: ')[1]
+    premises = [_statement(p) for p in premises_text.split('. ')]
+    pair = set(_pair(r['prompt']))
+    (middle,) = {t for _, s, p in premises for t in (s, p)} - pair
+    # The minor premise, second, holds the subject B.
+    (subject,) = {premises[1][1], premises[1][2]} - {middle}
+    (predicate,) = pair - {subject}
+    symbol = {middle: 'A', subject: 'B', predicate: 'C'}
+    stated = [S(q, symbol[s], symbol[p]) for q, s, p in premises]
+    assert ' '.join(p.label for p in stated) == r['kind']
+    values = {}
+    for i, choice in enumerate(r['choices']):
+      q, s, p = _statement(choice)
+      values[i] = syl.truth(stated, S(q, symbol[s], symbol[p]))
+    assert values[r['answer']] == T
+    q, s, _ = _statement(r['choices'][r['answer']])
+    assert symbol[s] == 'B'
+    if q != 'all':  # Only the converse is also true (and no 'all').
+      assert list(values.values()).count(T) == 2
+  assert len(kinds) == 10
+
+
+def test_control_pairs_are_never_related(full):
+  docs = [d['text'] for d in full['train']]
+  conclusions = {r['id'].removeprefix('conclusion-'): r
+                 for r in full['test_conclusion']}
+  for r in full['test_control']:
+    a, b = _pair(r['prompt'])
+    assert not any(a in d and b in d for d in docs)
+    twin = conclusions[r['id'].removeprefix('control-')]
+    assert r['kind'] == twin['kind']
+    assert _shape(r) == _shape(twin)
+
+
+def test_every_record_offers_the_six_statements(small):
+  for split in ('test_conclusion', 'test_control'):
+    for r in small[split]:
+      a, b = _pair(r['prompt'])
+      got = {_statement(c) for c in r['choices']}
+      assert got == {(q, s, p) for q in syl.QUANTIFIERS
+                     for s, p in ((a, b), (b, a))}
 
 
 def test_documents_state_the_premises_of_their_form(small):
@@ -94,3 +179,8 @@ def test_documents_state_the_premises_of_their_form(small):
     intro, _, premises = doc['text'].partition(' are: ')
     assert intro.startswith('The relationships between ')
     assert premises.count('.') == 2
+
+
+def test_num_items_must_balance():
+  with pytest.raises(ValueError, match='multiple of 6'):
+    syl.make_items(syl.SyllogismsConfig(name='x', num_items=10))

@@ -56,6 +56,30 @@ def test_namespaces_never_share_words(drawn, tok):
   assert set(other).isdisjoint(drawn['reversals'])
 
 
+def test_namespaces_own_disjoint_slots():
+  owned = [s for slots in words.NAMESPACES.values() for s in slots]
+  assert len(owned) == len(set(owned))
+  assert all(0 <= s < words.NUM_SLOTS for s in owned)
+
+
+def test_adding_a_namespace_keeps_every_existing_word(tok, drawn, monkeypatch):
+  free = min(set(range(words.NUM_SLOTS))
+             - {s for slots in words.NAMESPACES.values() for s in slots})
+  monkeypatch.setattr(words, 'NAMESPACES',
+                      {**words.NAMESPACES, 'newcomer': (free,)})
+  for ns in ('reversals', 'semantic'):
+    assert words.WordSampler(0, ns, tok).words(300) == drawn[ns]
+  new = words.WordSampler(0, 'newcomer', tok).words(100)
+  assert all(words.namespace_of(w) == 'newcomer' for w in new)
+  assert set(new).isdisjoint(w for ws in drawn.values() for w in ws)
+
+
+def test_exhausted_namespace_fails_instead_of_looping(tok, monkeypatch):
+  monkeypatch.setattr(words, '_MAX_TRIES', 1000)
+  with pytest.raises(RuntimeError, match='ran out of words'):
+    words.WordSampler(0, 'ictrain', tok).word(lengths=(1,))
+
+
 def test_seeded(tok):
   a = words.WordSampler(3, 'ictrain', tok).words(50)
   assert a == words.WordSampler(3, 'ictrain', tok).words(50)

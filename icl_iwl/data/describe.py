@@ -58,7 +58,7 @@ def record_text(record: dict[str, Any]) -> str:
     return record['prompt'] + record['choices'][record['answer']]
   if record.get('input'):
     prompt = schema.render_context_prompt([], [], record['input'])
-    return f"{prompt} {record['output']}"
+    return prompt + schema.render_answer(record['output'])
   return record['text']
 
 

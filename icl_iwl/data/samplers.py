@@ -4,8 +4,9 @@ A sampler turns example index i (and a per-example RNG) into text pieces,
 each marked as a loss target or not:
 
   documents   knowledge fine-tuning: one document, every token a target.
-  random      IC-Train: k random other task pairs as context examples, then
-              the target pair; only the target output is a loss target.
+  random      IC-Train: k random other pairs of the target's task as context
+              examples, then the target pair; only the target output is a
+              loss target.
 
 Register new samplers (similar, contrastive mixtures, ...) with
 `@SAMPLERS.register(name)`; they receive the train records and the config.
@@ -76,13 +77,30 @@ class TaskPairs(abc.ABC):
     target = self.pairs[index]
     prompt = schema.render_context_prompt(
         [p['input'] for p in chosen], [p['output'] for p in chosen], target['input'])
-    return [(prompt, False), (' ' + target['output'], True)]
+    return [(prompt, False), (schema.render_answer(target['output']), True)]
 
 
 @SAMPLERS.register('random')
 class RandomContext(TaskPairs):
-  """k context examples drawn uniformly from the other pairs."""
+  """k context examples drawn uniformly from the other pairs of its task."""
+
+  def __init__(self, records: Sequence[Mapping[str, Any]],
+               config: ml_collections.ConfigDict):
+    super().__init__(records, config)
+    tasks: dict[str, list[int]] = {}
+    for j, pair in enumerate(self.pairs):
+      tasks.setdefault(pair.get('task', ''), []).append(j)
+    small = sorted(t for t, js in tasks.items() if len(js) <= self.num_context)
+    if small:
+      raise ValueError(f'Tasks {small} have no {self.num_context} other pairs '
+                       'to fill a context.')
+    # Pair index -> (the indices of its task's pairs, its position there).
+    self._task_of: dict[int, tuple[list[int], int]] = {}
+    for js in tasks.values():
+      for k, j in enumerate(js):
+        self._task_of[j] = (js, k)
 
   def context(self, index: int, rng: np.random.Generator) -> list[int]:
-    others = rng.choice(len(self.pairs) - 1, size=self.num_context, replace=False)
-    return [int(j) + (j >= index) for j in others]
+    same, position = self._task_of[index]
+    others = rng.choice(len(same) - 1, size=self.num_context, replace=False)
+    return [same[int(j) + (j >= position)] for j in others]

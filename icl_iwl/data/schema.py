@@ -12,7 +12,8 @@ field names:
             text), are never listed in it, and the prompt has no trailing space.
   ic_probe  `mc` plus `context_inputs`, `context_outputs`, `input`, `task`: an
             IC-Train probe whose `prompt` is `render_context_prompt(...)` of
-            its structured context.
+            its structured context and whose choices are `render_answer` of
+            outputs (ending in the end marker `END`).
 
 TFDS stores one feature spec per dataset, so a dataset's features are the union
 of the fields of the kinds it holds; a field that a record's kind lacks holds
@@ -145,6 +146,17 @@ def decode(example: Mapping[str, Any]) -> dict[str, Any]:
   return out
 
 
+# Ends every IC-Train output, in context and in the target, so a model learns
+# to stop. One Gemma token, never merged with what follows: the examples are
+# not separated by a blank line, since '\n\n' is a token of its own.
+END = '\n'
+
+
+def render_answer(output: str) -> str:
+  """An IC-Train output as it continues 'Output:' (the target or a choice)."""
+  return f' {output}{END}'
+
+
 def render_context_prompt(
     context_inputs: Sequence[str], context_outputs: Sequence[str], input_: str
 ) -> str:
@@ -152,18 +164,17 @@ def render_context_prompt(
 
       Input: the red dog
       Output: femp glon
-
       Input: the small cat
       Output:
 
-  The answer continues the prompt after `Output:` with a leading space.
+  Each example is exactly what its target was: `Output:` continued by
+  `render_answer(output)`, the output with a leading space and `END`.
   """
   if len(context_inputs) != len(context_outputs):
     raise ValueError('context_inputs and context_outputs differ in length.')
-  blocks = [f'Input: {i}\nOutput: {o}'
-            for i, o in zip(context_inputs, context_outputs)]
-  blocks.append(f'Input: {input_}\nOutput:')
-  return '\n\n'.join(blocks)
+  solved = ''.join(f'Input: {i}\nOutput:{render_answer(o)}'
+                   for i, o in zip(context_inputs, context_outputs))
+  return f'{solved}Input: {input_}\nOutput:'
 
 
 def normalize(text: str) -> str:

@@ -14,8 +14,10 @@ vowel, optional coda) and kept only if it
     'Word' and ' Word', so the model cannot know it as a single token,
   * is at least two edits away from, and neither contains nor is contained in,
     every word this sampler already gave out,
-  * falls into this sampler's namespace: words are split between datasets by a
-    stable hash, so datasets built from any seeds never share a word.
+  * falls into this sampler's namespace: a stable hash of the word picks one
+    of `NUM_SLOTS` slots, and each dataset owns fixed slots, so datasets built
+    from any seeds never share a word, and adding a dataset (on free slots)
+    changes no existing dataset's words.
 """
 
 import functools
@@ -26,8 +28,19 @@ from english_words import get_english_words_set
 
 from icl_iwl.data import tokenizer as tokenizer_lib
 
-NAMESPACES = (
-    'reversals', 'syllogisms', 'reversal_curse', 'semantic', 'ictrain')
+NUM_SLOTS = 32
+# Namespace -> the hash slots it owns. Never change an entry (that changes the
+# dataset's words); a new dataset takes slots that no entry holds.
+NAMESPACES: dict[str, tuple[int, ...]] = {
+    'reversals': (0,),
+    'syllogisms': (1,),
+    'reversal_curse': (2,),
+    'semantic': (3, 4),
+    'ictrain': (5,),
+}
+# Candidates drawn for one word before a sampler gives up: a namespace of one
+# slot holds about a thousand words that are two edits apart.
+_MAX_TRIES = 200_000
 
 _ONSETS = (
     'b c d f g h j k l m n p r s t v w y z '
@@ -51,9 +64,10 @@ def _english() -> frozenset[str]:
   return frozenset(get_english_words_set(['web2', 'gcide'], lower=True))
 
 
-def namespace_of(word: str) -> str:
-  """The dataset namespace that owns `word` (a stable hash of it)."""
-  return NAMESPACES[zlib.crc32(word.lower().encode()) % len(NAMESPACES)]
+def namespace_of(word: str) -> str | None:
+  """The dataset namespace that owns `word` (by a stable hash), if any."""
+  slot = zlib.crc32(word.lower().encode()) % NUM_SLOTS
+  return next((ns for ns, slots in NAMESPACES.items() if slot in slots), None)
 
 
 def is_english(word: str) -> bool:
@@ -91,7 +105,7 @@ class WordSampler:
   ):
     if namespace not in NAMESPACES:
       raise ValueError(
-          f'Unknown namespace {namespace!r}; use one of {NAMESPACES}.')
+          f'Unknown namespace {namespace!r}; use one of {list(NAMESPACES)}.')
     self._rng = random.Random(f'{namespace}:{seed}')
     self._namespace = namespace
     self._tokenizer = tokenizer or tokenizer_lib.load_default()
@@ -119,11 +133,19 @@ class WordSampler:
             and is_multi_piece(word, self._tokenizer))
 
   def word(self, lengths: tuple[int, ...] = (4, 5)) -> str:
-    """One new lowercase word whose length is in `lengths`."""
-    while True:
+    """One new lowercase word whose length is in `lengths`.
+
+    Raises:
+      RuntimeError: if the namespace has no new word left to give.
+    """
+    for _ in range(_MAX_TRIES):
       word = self._candidate()
       if len(word) in lengths and self._acceptable(word):
         break
+    else:
+      raise RuntimeError(
+          f'Namespace {self._namespace!r} ran out of words after '
+          f'{len(self._given)}; give it another slot in words.NAMESPACES.')
     self._given.add(word)
     self._near.update(_deletions(word))
     self._parts.update(_substrings(word))

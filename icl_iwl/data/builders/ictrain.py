@@ -13,12 +13,18 @@ Splits:
             labels).
   test_copy probes whose context holds a near-duplicate with another answer.
 Probes carry their structured context (`context_inputs`, `context_outputs`,
-`input`) and `prompt = schema.render_context_prompt(...)` of it; `task` names
-the task and `kind` the probe type.
+`input`) and `prompt = schema.render_context_prompt(...)` of it; their choices
+are `schema.render_answer(output)` (ending in the end marker); `task` names the
+task and `kind` the probe type. In every probe the right output's words (or
+label) appear in the context as often as the wrong ones' (the copy probe's
+near-duplicate output aside), so no preference for or against context words
+answers a probe.
 """
 
 import dataclasses
 import random
+
+import tensorflow_datasets as tfds
 
 from icl_iwl.data import schema
 from icl_iwl.data import words
@@ -82,6 +88,14 @@ def generate(config: IcTrainConfig) -> base.Splits:
 class Ictrain(base.RecordBuilder):
   """IC-Train tasks: invented-language translation, relabelled classes."""
 
+  VERSION = tfds.core.Version('2.0.0')
+  RELEASE_NOTES = {
+      '1.0.0': 'Initial release.',
+      '2.0.0': 'Right and wrong choices appear in probe contexts equally '
+               'often; choices end in the end marker (schema.render_answer) '
+               'and prompts have no blank lines; words from fixed hash '
+               'slots.',
+  }
   BUILDER_CONFIGS = [FULL, SMALL]
   RECORD_KINDS = (schema.PAIR, schema.IC_PROBE)
 

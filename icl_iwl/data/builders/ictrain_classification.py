@@ -5,14 +5,18 @@ market."); its class (animal, food, vehicle, tool, instrument, clothing) is
 answered by an invented label word, one per class. Similar inputs share the
 template and adjective and differ in the item.
 
-Probes (`num_choices` label words):
-  iwl   a new sentence; the context holds only other classes.
+Probes (`num_choices` label words). The right and the wrong labels appear in
+the context equally often, so preferring or avoiding labels seen in context
+gains nothing:
+  iwl   a new sentence; the context holds only classes whose labels are no
+        choice.
   icl   the context relabels every class with a random derangement of the
-        label words (one example of the target class among them); the right
-        answer is the new label, the trained label is one of the wrong ones.
+        label words and shows one example per choice label (one of them of
+        the target's class); the right answer is the new label, the trained
+        label is one of the wrong ones.
   copy  the context holds a near-duplicate (same template and adjective,
         an item of another class) with its label, one of the wrong choices;
-        no other context example has the target's class.
+        the other examples' labels are no choice.
 """
 
 import random
@@ -86,46 +90,60 @@ class ClassificationTask:
              'facts': [f'label:{e[3]}']} for i, e in enumerate(self.pool)]
 
   def _probe(self, kind: str, i: int, e: Example,
-             context: list[tuple[str, str]], labels: dict[str, str],
-             fixed: Sequence[str], facts: list[str]) -> base.Record:
-    correct = labels[e[3]]
-    wrong = list(dict.fromkeys(fixed))
-    others = [v for v in labels.values() if v != correct and v not in wrong]
-    wrong += self.rng.sample(others, self.num_choices - 1 - len(wrong))
+             context: list[tuple[str, str]], correct: str, wrong: list[str],
+             facts: list[str]) -> base.Record:
     self.rng.shuffle(context)
     inputs, outputs = [c[0] for c in context], [c[1] for c in context]
     return base.multiple_choice(
-        self.rng, ' ' + correct, [' ' + w for w in wrong],
+        self.rng, schema.render_answer(correct),
+        [schema.render_answer(w) for w in wrong],
         id=f'{TASK}-{kind}-{i:04d}', kind=kind, task=TASK, facts=facts,
         context_inputs=inputs, context_outputs=outputs, input=_text(e),
         prompt=schema.render_context_prompt(inputs, outputs, _text(e)))
 
-  def _others(self, k: int, cls: str,
-              skip: Example | None = None) -> list[tuple[str, str]]:
-    """k training examples of classes other than `cls`, `skip` excluded."""
-    fits = [e for e in self.pool if e[3] != cls and e != skip]
-    return [(_text(e), self.labels[e[3]]) for e in self.rng.sample(fits, k)]
+  def _wrong(self, correct: str, fixed: Sequence[str]) -> list[str]:
+    """`num_choices - 1` wrong labels: `fixed`, then random other labels."""
+    wrong = list(dict.fromkeys(fixed))
+    others = [v for v in self.labels.values()
+              if v != correct and v not in wrong]
+    return wrong + self.rng.sample(others, self.num_choices - 1 - len(wrong))
+
+  def _others(self, k: int, labels: dict[str, str], avoid: Sequence[str]
+              ) -> list[tuple[str, str]]:
+    """k training examples whose label under `labels` is not in `avoid`."""
+    fits = [x for x in self.pool if labels[x[3]] not in avoid]
+    return [(_text(x), labels[x[3]]) for x in self.rng.sample(fits, k)]
 
   def iwl(self, i: int) -> base.Record:
-    """A new sentence; the context holds only other classes."""
+    """A new sentence; the context holds only classes that are no choice."""
     e = self._example()
-    context = self._others(self.num_context, e[3])
-    return self._probe('iwl', i, e, context, self.labels, [], [f'label:{e[3]}'])
+    correct = self.labels[e[3]]
+    wrong = self._wrong(correct, [])
+    context = self._others(self.num_context, self.labels, [correct, *wrong])
+    return self._probe('iwl', i, e, context, correct, wrong,
+                       [f'label:{e[3]}'])
 
   def icl(self, i: int) -> base.Record:
     """A new sentence; the context relabels every class (a derangement)."""
+    if self.num_context < self.num_choices:
+      raise ValueError('icl probes show one context example per choice.')
     e = self._example()
     while True:
       order = self.rng.sample(CLASSES, len(CLASSES))
       if all(a != b for a, b in zip(order, CLASSES)):
         break
     remap = {c: self.labels[o] for c, o in zip(CLASSES, order)}
-    same = self.rng.choice(
-        [x for x in self.pool if x[3] == e[3] and x[2] != e[2]])
-    shown = [same] + self.rng.sample(
-        [x for x in self.pool if x[3] != e[3]], self.num_context - 1)
-    context = [(_text(x), remap[x[3]]) for x in shown]
-    return self._probe('icl', i, e, context, remap, [self.labels[e[3]]],
+    correct = remap[e[3]]
+    wrong = self._wrong(correct, [self.labels[e[3]]])
+    # One example per choice label: its class under the remapping.
+    shown = [self.rng.choice(
+        [x for x in self.pool if x[3] == e[3] and x[2] != e[2]])]
+    for label in wrong:
+      cls = next(c for c in CLASSES if remap[c] == label)
+      shown.append(self.rng.choice([x for x in self.pool if x[3] == cls]))
+    context = [(_text(x), remap[x[3]]) for x in shown] + self._others(
+        self.num_context - len(shown), remap, [correct, *wrong])
+    return self._probe('icl', i, e, context, correct, wrong,
                        [f'remap:{e[3]}'])
 
   def copy(self, i: int) -> base.Record:
@@ -138,7 +156,9 @@ class ClassificationTask:
       if e not in self._seen:
         self._seen.add(e)
         break
+    correct = self.labels[e[3]]
+    wrong = self._wrong(correct, [self.labels[near[3]]])
     context = [(_text(near), self.labels[near[3]])] + self._others(
-        self.num_context - 1, e[3], skip=near)
-    return self._probe('copy', i, e, context, self.labels,
-                       [self.labels[near[3]]], [f'label:{e[3]}'])
+        self.num_context - 1, self.labels, [correct, *wrong])
+    return self._probe('copy', i, e, context, correct, wrong,
+                       [f'label:{e[3]}'])

@@ -8,12 +8,19 @@ invented language puts adjectives after their noun and the verb last:
 Similar inputs share words, so their outputs share the same words.
 
 Probes (`num_choices` outputs of the same length; wrong ones swap one word's
-translation for another word of the same class, or break a word-order rule):
-  iwl   a new phrase of known words; the context shares no word with it.
+translation for another word of the same class, or break a word-order rule).
+The words of the right and the wrong outputs appear in the context equally
+often, so preferring or avoiding words seen in context gains nothing:
+  iwl   a new phrase of known words; the context shares no word with any
+        choice.
   icl   a phrase with one novel English word, whose invented word appears
-        only in the context (in other phrases); never in training.
+        only in the context; never in training. The wrong choices put other
+        words (known or novel) in its place, and the context shows each
+        choice's word once, each in another phrase.
   copy  a known-word phrase; the context holds a training phrase that differs
-        in one word, and that phrase's output is one of the wrong choices.
+        in one word, and that phrase's output is one of the wrong choices; the
+        other wrong choices differ from the answer in that word or in order,
+        and the rest of the context shares no word with any choice.
 """
 
 import dataclasses
@@ -90,6 +97,7 @@ class TranslationTask:
     if len(invented) < len(english):
       raise ValueError(f'Need {len(english)} invented words.')
     self.lexicon = dict(zip(english, invented))
+    self._english = {v: k for k, v in self.lexicon.items()}
     self.rng, self.num_choices, self.num_context = rng, num_choices, num_context
     self.pool: list[tuple[Phrase, str]] = []
     self._seen: set[Phrase] = set()
@@ -141,17 +149,24 @@ class TranslationTask:
         wrong.append(c)
     return wrong
 
+  def _english_words(self, outputs: Sequence[str]) -> set[str]:
+    """The English words behind invented outputs."""
+    return {self._english[w] for out in outputs for w in out.split()}
+
   def _unrelated_context(self, k: int,
                          avoid: set[str]) -> list[tuple[str, str]]:
     """k distinct training pairs that use no word of `avoid`."""
     chosen: list[tuple[Phrase, str]] = []
     for _ in range(1000 * k):
+      if len(chosen) == k:
+        break
       pair = self.rng.choice(self.pool)
       if avoid.isdisjoint(pair[0].words) and pair not in chosen:
         chosen.append(pair)
-        if len(chosen) == k:
-          return [(p.english, out) for p, out in chosen]
-    raise ValueError(f'The pool has too few phrases without {sorted(avoid)}.')
+    if len(chosen) < k:
+      raise ValueError(
+          f'The pool has too few phrases without {sorted(avoid)}.')
+    return [(p.english, out) for p, out in chosen]
 
   def _probe(self, kind: str, i: int, phrase: Phrase,
              context: list[tuple[str, str]], wrong: list[str],
@@ -159,44 +174,56 @@ class TranslationTask:
     self.rng.shuffle(context)
     inputs, outputs = [c[0] for c in context], [c[1] for c in context]
     return base.multiple_choice(
-        self.rng, ' ' + translate(phrase, self.lexicon),
-        [' ' + w for w in wrong],
+        self.rng, schema.render_answer(translate(phrase, self.lexicon)),
+        [schema.render_answer(w) for w in wrong],
         id=f'{TASK}-{kind}-{i:04d}', kind=kind, task=TASK, facts=facts,
         context_inputs=inputs, context_outputs=outputs, input=phrase.english,
         prompt=schema.render_context_prompt(inputs, outputs, phrase.english))
 
+  def _context_avoiding(self, phrase: Phrase, wrong: list[str], k: int
+                        ) -> list[tuple[str, str]]:
+    """k training pairs that share no word with any choice."""
+    outputs = [translate(phrase, self.lexicon), *wrong]
+    return self._unrelated_context(k, self._english_words(outputs))
+
   def iwl(self, i: int) -> base.Record:
     """A new phrase of known words; the context shares no word with it."""
     phrase = self._phrase(adjectives=True)
-    context = self._unrelated_context(self.num_context, set(phrase.words))
-    return self._probe('iwl', i, phrase, context, self._wrong(phrase, []),
-                       _facts(phrase))
+    wrong = self._wrong(phrase, [])
+    return self._probe('iwl', i, phrase,
+                       self._context_avoiding(phrase, wrong, self.num_context),
+                       wrong, _facts(phrase))
 
   def icl(self, i: int) -> base.Record:
     """A phrase with a novel word, shown translated only in the context."""
-    base_phrase = self._phrase(adjectives=True)
+    if self.num_context < self.num_choices:
+      raise ValueError('icl probes show one context example per choice.')
+    phrase = self._phrase(adjectives=True)
     slot = self.rng.choice(range(5))
     cls = _SLOT_CLASS[slot]
     novel = self.rng.choice(NOVEL[cls])
-    phrase = base_phrase.replace(slot, novel)
-    shown = []  # Two other phrases that use the novel word in the same slot.
-    while len(shown) < 2:
-      other = self._phrase(adjectives=True)
-      if set(other.words).isdisjoint(phrase.words):
-        other = other.replace(slot, novel)
-        pair = (other.english, translate(other, self.lexicon))
-        if pair not in shown:
-          shown.append(pair)
-    context = shown + self._unrelated_context(
-        self.num_context - len(shown), set(phrase.words))
+    phrase = phrase.replace(slot, novel)
+    # In the novel word's place: a trained word, another novel one, others.
     known = self.rng.choice([w for w in KNOWN[cls] if w not in phrase.words])
     other_novel = self.rng.choice([w for w in NOVEL[cls] if w != novel])
-    fixed = [translate(phrase.replace(slot, w), self.lexicon)
-             for w in (known, other_novel)]
+    rest = [w for w in KNOWN[cls] + NOVEL[cls]
+            if w not in phrase.words and w not in (known, other_novel)]
+    swaps = ([known, other_novel]
+             + self.rng.sample(rest, len(rest)))[:self.num_choices - 1]
+    shown = []  # One other phrase per choice, with its word in the slot.
+    for word in [novel] + swaps:
+      while True:
+        other = self._phrase(adjectives=True)
+        if set(other.words).isdisjoint(phrase.words + swaps):
+          break
+      other = other.replace(slot, word)
+      shown.append((other.english, translate(other, self.lexicon)))
+    wrong = [translate(phrase.replace(slot, w), self.lexicon) for w in swaps]
+    context = shown + self._unrelated_context(
+        self.num_context - len(shown), set(phrase.words + swaps))
     facts = [f'novel:{novel}'] + [
         f for f in _facts(phrase) if f != f'lex:{novel}']
-    return self._probe('icl', i, phrase, context,
-                       self._wrong(phrase, fixed, avoid=[slot]), facts)
+    return self._probe('icl', i, phrase, context, wrong, facts)
 
   def copy(self, i: int) -> base.Record:
     """A phrase whose context holds a training phrase one word away."""
@@ -210,9 +237,9 @@ class TranslationTask:
       if phrase not in self._seen:
         self._seen.add(phrase)
         break
-    # Neither the target's word nor the near-duplicate again.
-    context = [(near.english, near_out)] + self._unrelated_context(
-        self.num_context - 1, {word, near.slots[slot]})
-    return self._probe('copy', i, phrase, context,
-                       self._wrong(phrase, [near_out], avoid=[slot]),
-                       _facts(phrase))
+    # Other wrong choices: the rule-broken order, or another word in the slot.
+    wrong = self._wrong(phrase, [near_out],
+                        avoid=[j for j in range(5) if j != slot])
+    context = [(near.english, near_out)] + self._context_avoiding(
+        phrase, wrong, self.num_context - 1)
+    return self._probe('copy', i, phrase, context, wrong, _facts(phrase))

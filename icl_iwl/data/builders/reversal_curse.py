@@ -1,9 +1,12 @@
 """The reversal curse (Berglund et al. 2023) with invented people.
 
-Each person has a generated pronounceable name ("Glurin Kozerk") and a unique
+Each person has a realistic generated name ("Diana Allen", from `faker`,
+seeded; or, with `names='nonsense'`, a pronounceable nonsense name such as
+"Glurin Kozerk", which the paper's appendix finds weakens ICL) and a unique
 generated description ("the reclusive architect who designed the first library
-built inside a volcano"). One group (p2d) is trained only as name ->
-description, the other (d2p) only as description -> name, each fact in several
+built inside a volcano"). As in Berglund et al., one group (p2d) is trained
+only as name -> description, one (d2p) only as description -> name, and one
+(both) in both orders, half of its documents each way; each fact in several
 paraphrase templates, one sentence per document.
 
 Probes use two held-out templates, never seen in training:
@@ -11,16 +14,21 @@ Probes use two held-out templates, never seen in training:
   ask the description:  "<name> is known as" -> " <description>."
 Wrong choices are 3 other people's names or descriptions, drawn at random.
 
-Splits:
-  train             documents.
-  test_p2d_reverse  p2d people, asked the name from the description (4-way).
-  test_d2p_reverse  d2p people, asked the description from the name (4-way).
-  test_p2d_same     p2d people, asked the description (the trained direction).
-  test_d2p_same     d2p people, asked the name (the trained direction).
+Splits (4-way, chance 0.25):
+  train                  documents.
+  test_p2d_reverse       p2d people, asked the name from the description.
+  test_p2d_same          p2d people, asked the description (trained direction).
+  test_d2p_reverse       d2p people, asked the description from the name.
+  test_d2p_same          d2p people, asked the name (trained direction).
+  test_both_name         both-order people, asked the name.
+  test_both_description  both-order people, asked the description.
 """
 
 import dataclasses
 import random
+
+import faker
+import tensorflow_datasets as tfds
 
 from icl_iwl.data import schema
 from icl_iwl.data import words
@@ -90,15 +98,17 @@ class ReversalCurseConfig(base.GeneratorConfig):
   """Sizes of the reversal-curse dataset.
 
   Attributes:
-    people_per_group: people trained as name->description, and as many
-      trained as description->name.
-    templates_per_person: paraphrases (documents) per person, out of 10.
+    people_per_group: people in each group (p2d, d2p, both).
+    templates_per_person: paraphrases (documents) per person, out of 10
+      per direction.
     num_choices: choices per probe (1 correct + random wrong ones).
+    names: 'realistic' (first and last names from `faker`) or 'nonsense'.
   """
 
   people_per_group: int = 50
   templates_per_person: int = 10
   num_choices: int = 4
+  names: str = 'realistic'
 
 
 FULL = ReversalCurseConfig(name='full', seed=0, description='Paper-like sizes.')
@@ -107,28 +117,48 @@ SMALL = ReversalCurseConfig(
     description='A few people, for tests.')
 
 
+GROUPS = ('p2d', 'd2p', 'both')
+
+
 @dataclasses.dataclass(frozen=True)
 class Person:
   id: str
-  group: str  # 'p2d' or 'd2p': the trained direction.
+  group: str  # One of GROUPS: the trained direction(s).
   name: str
   description: str
 
 
-def make_people(config: ReversalCurseConfig) -> list[Person]:
-  """Both groups of people, with unique names and descriptions."""
-  n = 2 * config.people_per_group
-  if n > len(_DEEDS) * len(_WHERES):
+def make_names(config: ReversalCurseConfig, n: int) -> list[str]:
+  """`n` full names; no two share a first or a last name."""
+  if config.names == 'nonsense':
+    sampler = words.WordSampler(config.seed, 'reversal_curse')
+    return [f'{sampler.word((4, 5, 6)).capitalize()} '
+            f'{sampler.word((6, 7)).capitalize()}' for _ in range(n)]
+  if config.names != 'realistic':
     raise ValueError(
-        f'At most {len(_DEEDS) * len(_WHERES) // 2} people per group.')
+        f"names must be 'realistic' or 'nonsense', not {config.names!r}.")
+  fake = faker.Faker('en_US')
+  fake.seed_instance(f'reversal_curse-names:{config.seed}')
+  firsts, lasts = [], []
+  for part, unique in ((fake.first_name, firsts), (fake.last_name, lasts)):
+    while len(unique) < n:
+      name = part()
+      if name not in unique:
+        unique.append(name)
+  return [f'{first} {last}' for first, last in zip(firsts, lasts)]
+
+
+def make_people(config: ReversalCurseConfig) -> list[Person]:
+  """Every group of people, with unique names and descriptions."""
+  n = len(GROUPS) * config.people_per_group
+  if n > len(_DEEDS) * len(_WHERES):
+    raise ValueError(f'At most {len(_DEEDS) * len(_WHERES) // len(GROUPS)} '
+                     'people per group.')
   rng = random.Random(f'reversal_curse:{config.seed}')
-  sampler = words.WordSampler(config.seed, 'reversal_curse')
   pairs = rng.sample([(d, w) for d in _DEEDS for w in _WHERES], n)
   people = []
-  for i, (deed, where) in enumerate(pairs):
-    first, last = sampler.word((4, 5, 6)), sampler.word((6, 7))
-    name = f'{first.capitalize()} {last.capitalize()}'
-    group = 'p2d' if i < config.people_per_group else 'd2p'
+  for i, ((deed, where), name) in enumerate(zip(pairs, make_names(config, n))):
+    group = GROUPS[i // config.people_per_group]
     people.append(Person(f'{group}-{i:03d}', group, name,
                          f'the {rng.choice(_ADJECTIVES)} {deed} {where}'))
   return people
@@ -163,9 +193,16 @@ def generate(config: ReversalCurseConfig) -> base.Splits:
   people = make_people(config)
   rng = random.Random(f'reversal_curse-docs:{config.seed}')
   docs = []
-  for person in people:
-    templates = P2D_TEMPLATES if person.group == 'p2d' else D2P_TEMPLATES
-    for template in rng.sample(templates, config.templates_per_person):
+  k = config.templates_per_person
+  for i, person in enumerate(people):
+    if person.group == 'both':  # Half each way; odd k alternates the extra.
+      n_p2d = (k + i % 2) // 2
+      templates = (rng.sample(P2D_TEMPLATES, n_p2d)
+                   + rng.sample(D2P_TEMPLATES, k - n_p2d))
+    else:
+      templates = rng.sample(
+          P2D_TEMPLATES if person.group == 'p2d' else D2P_TEMPLATES, k)
+    for template in templates:
       docs.append({
           'text': template.format(name=person.name,
                                   description=person.description),
@@ -175,21 +212,29 @@ def generate(config: ReversalCurseConfig) -> base.Splits:
   splits = {'train': [dict(d, id=f'doc-{i:04d}') for i, d in enumerate(docs)]}
 
   rng = random.Random(f'reversal_curse-probes:{config.seed}')
-  for group, reverse_ask, same_ask in (('p2d', 'name', 'description'),
-                                       ('d2p', 'description', 'name')):
-    for direction, ask in (('reverse', reverse_ask), ('same', same_ask)):
-      kind = f'{group}_{direction}'
-      splits[f'test_{kind}'] = [
-          _probe(rng, p, [o for o in people if o is not p], ask,
-                 config.num_choices, kind)
-          for p in people if p.group == group
-      ]
+  for kind, group, ask in (
+      ('p2d_reverse', 'p2d', 'name'), ('p2d_same', 'p2d', 'description'),
+      ('d2p_reverse', 'd2p', 'description'), ('d2p_same', 'd2p', 'name'),
+      ('both_name', 'both', 'name'),
+      ('both_description', 'both', 'description')):
+    splits[f'test_{kind}'] = [
+        _probe(rng, p, [o for o in people if o is not p], ask,
+               config.num_choices, kind)
+        for p in people if p.group == group
+    ]
   return splits
 
 
 class ReversalCurse(base.RecordBuilder):
   """Name <-> description facts about invented people (Berglund et al. 2023)."""
 
+  VERSION = tfds.core.Version('2.0.0')
+  RELEASE_NOTES = {
+      '1.0.0': 'Initial release.',
+      '2.0.0': 'A group trained in both orders (test_both_name, '
+               'test_both_description); realistic names from faker by '
+               'default (names="nonsense" keeps generated ones).',
+  }
   BUILDER_CONFIGS = [FULL, SMALL]
   RECORD_KINDS = (schema.DOCUMENT, schema.MC)
 

@@ -5,6 +5,11 @@ every entity occurs in one fact only. Each fact is stated, always as the same
 sentence, at the end of `docs_per_fact` training documents that open with a
 random preamble of neutral filler sentences.
 
+Facts come in pairs over one relation, one stated with each of its words
+("more dangerous" / "less dangerous", which one first drawn per pair), so in
+every split each word of every relation is the right answer equally often: a
+model that prefers one word of a pair, knowing no fact, scores exactly 0.5.
+
 Splits:
   train          documents.
   test_reversal  2-way MC: the reversal ("glon are" -> " less dangerous than
@@ -18,13 +23,15 @@ Splits:
 import dataclasses
 import random
 
+import tensorflow_datasets as tfds
+
 from icl_iwl.data import schema
 from icl_iwl.data import words
 from icl_iwl.data.builders import base
 from icl_iwl.data.builders import filler
 
-# (forward, reverse) comparatives: "a are <forward> than b" == "b are <reverse>
-# than a". Every comparative occurs once.
+# Converse comparatives: "a are <one> than b" == "b are <other> than a". Every
+# comparative occurs once.
 RELATIONS = (
     ('more dangerous', 'less dangerous'), ('bigger', 'smaller'),
     ('heavier', 'lighter'), ('faster', 'slower'), ('older', 'younger'),
@@ -46,7 +53,8 @@ class ReversalsConfig(base.GeneratorConfig):
   """Sizes of the simple-reversals dataset.
 
   Attributes:
-    num_facts: facts, each between two fresh entities.
+    num_facts: facts, each between two fresh entities; even (pairs of facts
+      share a relation, stated once with each of its words).
     num_relations: how many of `RELATIONS` the facts cycle through.
     docs_per_fact: training documents stating each fact.
     max_preamble: most filler sentences before the fact (at least one).
@@ -66,29 +74,40 @@ SMALL = ReversalsConfig(
 
 @dataclasses.dataclass(frozen=True)
 class Fact:
+  """`a are <stated> than b`, which means `b are <converse> than a`."""
+
   id: str
   a: str
   b: str
-  forward: str
-  reverse: str
+  stated: str
+  converse: str
 
   @property
   def sentence(self) -> str:
-    return f'{self.a} are {self.forward} than {self.b}.'
+    return f'{self.a} are {self.stated} than {self.b}.'
 
 
 def make_facts(config: ReversalsConfig) -> list[Fact]:
-  """The facts of `config`, each over two fresh nonsense entities."""
+  """The facts of `config`, each over two fresh nonsense entities.
+
+  Facts 2k and 2k+1 share a relation and state it with different words.
+  """
   if not 0 < config.num_relations <= len(RELATIONS):
     raise ValueError(f'num_relations must be in [1, {len(RELATIONS)}].')
+  if config.num_facts % 2:
+    raise ValueError('num_facts must be even: each relation is stated once '
+                     'with each of its words.')
   rng = random.Random(config.seed)
   relations = rng.sample(RELATIONS, config.num_relations)
   sampler = words.WordSampler(config.seed, 'reversals')
   facts = []
-  for i in range(config.num_facts):
-    a, b = sampler.words(2)
-    forward, reverse = relations[i % len(relations)]
-    facts.append(Fact(f'fact-{i:03d}', a, b, forward, reverse))
+  for k in range(config.num_facts // 2):
+    pair = relations[k % len(relations)]
+    first = rng.randrange(2)
+    for i, stated in ((2 * k, first), (2 * k + 1, 1 - first)):
+      a, b = sampler.words(2)
+      facts.append(
+          Fact(f'fact-{i:03d}', a, b, pair[stated], pair[1 - stated]))
   return facts
 
 
@@ -112,12 +131,12 @@ def generate(config: ReversalsConfig) -> base.Splits:
   reversal, forward = [], []
   for fact in facts:
     reversal.append(base.multiple_choice(
-        rng, f' {fact.reverse} than {fact.a}.',
-        [f' {fact.forward} than {fact.a}.'],
+        rng, f' {fact.converse} than {fact.a}.',
+        [f' {fact.stated} than {fact.a}.'],
         id=f'reversal-{fact.id}', prompt=f'{fact.b} are', facts=[fact.id],
         kind='reversal'))
     forward.append(base.multiple_choice(
-        rng, f' {fact.forward}.', [f' {fact.reverse}.'],
+        rng, f' {fact.stated}.', [f' {fact.converse}.'],
         id=f'forward-{fact.id}', prompt=f'Compared with {fact.b}, {fact.a} are',
         facts=[fact.id], kind='forward'))
   return {'train': train, 'test_reversal': reversal, 'test_forward': forward}
@@ -126,6 +145,12 @@ def generate(config: ReversalsConfig) -> base.Splits:
 class Reversals(base.RecordBuilder):
   """Simple reversals of comparison facts between nonsense entities."""
 
+  VERSION = tfds.core.Version('2.0.0')
+  RELEASE_NOTES = {
+      '1.0.0': 'Initial release.',
+      '2.0.0': 'Each relation is stated once with each of its words, so a '
+               'word preference scores 0.5; words from fixed hash slots.',
+  }
   BUILDER_CONFIGS = [FULL, SMALL]
   RECORD_KINDS = (schema.DOCUMENT, schema.MC)
 

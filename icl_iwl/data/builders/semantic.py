@@ -1,18 +1,23 @@
 """Semantic structure: wiki-like documents about a hierarchy of categories.
 
 The world (`semantic_world`) is a forest of ~110 categories with inherited
-properties and relations. Each document is about one category: 4-20 sentences
-stating its parent and some of its own properties and relations in varied
-templates, padded with neutral sentences. Inherited facts are never stated.
+properties and relations, all nonsense words: category nouns, property
+adjectives, nouns and verbs ("are slorby", "have vrelk", "can skorb") and
+relation verbs ("femp glorp troff"). Each document is about one category: 4-20
+sentences stating its parent and some of its own properties and relations in
+varied templates, always the category first, padded with neutral sentences.
+Inherited facts are never stated.
 
-Probes (MC, `num_choices` choices; wrong choices prefer values that other
-categories hold for the same attribute or relation):
+Probes (MC, `num_choices` choices; wrong choices prefer facts that other
+categories hold in the same frame or with the same verb):
   test_rephrase   trained facts in held-out templates ("Field notes confirm
-                  that femp" -> " have blue eyes.").
-  test_reversal   relations asked in the passive ("glon are eaten by" ->
-                  " femp.").
+                  that femp" -> " are slorby.").
+  test_reversal   trained facts asked the other way round: inclusion ("Kinds
+                  of glon include" -> " femp."), properties ("Those that are
+                  slorby include" -> " femp.") and relations ("troff are
+                  glorped by" -> " femp.").
   test_syllogism  a parent's property or relation, asked of the child
-                  ("troff" -> " have blue eyes." when troff are a kind of femp).
+                  ("troff" -> " are slorby." when troff are a kind of femp).
   test_deduction  the same from a grandparent or higher (2+ hops).
   test_holdout    facts inherited by held-out categories, whose only trained
                   fact is their parent.
@@ -25,15 +30,19 @@ import dataclasses
 import random
 from typing import Iterator
 
+import tensorflow_datasets as tfds
+
 from icl_iwl.data import schema
 from icl_iwl.data import words
 from icl_iwl.data.builders import base
 from icl_iwl.data.builders import filler
 from icl_iwl.data.builders import semantic_world as sw
 
+# Every trained template names the category first, so a reversal probe is
+# never a rephrasing of a trained sentence.
 ISA_TEMPLATES = (
     '{x} are a kind of {y}.', '{x} are a type of {y}.',
-    '{x} are one of the many kinds of {y}.', 'Among the {y}, there are {x}.',
+    '{x} are one of the many kinds of {y}.', '{x} belong to the {y}.',
 )
 CLAIM_TEMPLATES = (
     '{claim}.', 'All {claim}.', 'It is well known that {claim}.',
@@ -41,6 +50,9 @@ CLAIM_TEMPLATES = (
 )
 REPHRASE_ISA = 'Biologists classify {x} as a kind of'
 REPHRASE_CLAIM = 'Field notes confirm that {x}'
+REVERSE_ISA = 'Kinds of {y} include'
+REVERSE_PROPERTY = 'Those that {phrase} include'
+REVERSE_RELATION = '{y} are {participle} by'
 
 
 @dataclasses.dataclass(eq=False)
@@ -50,6 +62,8 @@ class SemanticConfig(base.GeneratorConfig):
   Attributes:
     level_sizes: categories per tree level, roots first.
     num_holdouts: leaves held out (only their parent is trained).
+    max_properties: each category owns 1..max_properties properties.
+    num_verbs: nonsense relation verbs.
     relation_prob: chance that a category owns a relation.
     num_documents: training documents, spread evenly over the categories.
     min_sentences / max_sentences: document length range.
@@ -60,6 +74,8 @@ class SemanticConfig(base.GeneratorConfig):
 
   level_sizes: tuple[int, ...] = (4, 12, 30, 64)
   num_holdouts: int = 10
+  max_properties: int = 6
+  num_verbs: int = 10
   relation_prob: float = 0.8
   num_documents: int = 2000
   min_sentences: int = 4
@@ -151,11 +167,9 @@ class _Probes:
     w = self.world
     chain = w.chain(x, owner)
     if isinstance(fact, sw.Property):
-      wrong = [v for v in sw.ATTRIBUTES[fact.attribute]
-               if v != fact.phrase and not w.has_property(x, v)]
-      held = {p.phrase for ps in w.properties.values() for p in ps}
-      return self._mc(split, x, prefix, fact.phrase,
-                      [v for v in wrong if v in held], wrong,
+      wrong = [p.phrase for ps in w.properties.values() for p in ps
+               if p.frame == fact.frame and not w.has_property(x, p.phrase)]
+      return self._mc(split, x, prefix, fact.phrase, wrong, wrong,
                       chain + [sw.property_id(owner, fact)], kind)
     wrong = [y for y in self._outside(x) if not w.related(x, fact.verb, y)]
     objects = {r.object for r in w.relations if r.verb == fact.verb}
@@ -163,14 +177,34 @@ class _Probes:
                     [y for y in wrong if y in objects], wrong,
                     chain + [sw.relation_id(fact)], kind)
 
-  def reversal(self, r: sw.Relation) -> base.Record:
+  def reverse_isa(self, x: str) -> base.Record:
+    """A kind of x's parent: x, or anything else below it."""
+    w, y = self.world, self.world.parent[x]
+    wrong = [c for c in self.trained if c != y and c not in w.descendants(y)]
+    hard = [c for c in wrong if w.depth[c] == w.depth[x]]
+    return self._mc('reversal', x, REVERSE_ISA.format(y=y), x, hard, wrong,
+                    [sw.isa_id(x)], 'isa')
+
+  def reverse_property(self, x: str, p: sw.Property) -> base.Record:
+    """Who has x's property: x, or anything below it."""
+    w = self.world
+    wrong = [c for c in self.trained if not w.has_property(c, p.phrase)]
+    owners = {c for c, ps in w.properties.items()
+              if any(q.frame == p.frame for q in ps)}
+    return self._mc('reversal', x, REVERSE_PROPERTY.format(phrase=p.phrase),
+                    x, [c for c in wrong if c in owners], wrong,
+                    [sw.property_id(x, p)], 'property')
+
+  def reverse_relation(self, r: sw.Relation) -> base.Record:
     """Who `<verb>` r.object, asked in the passive."""
     w = self.world
     wrong = [s for s in self._outside(r.object)
              if not w.related(s, r.verb, r.object)]
     subjects = {q.subject for q in w.relations if q.verb == r.verb}
-    return self._mc('reversal', r.object, f'{r.object} {sw.PASSIVE[r.verb]}',
-                    r.subject, [s for s in wrong if s in subjects], wrong,
+    prompt = REVERSE_RELATION.format(y=r.object,
+                                     participle=sw.participle(r.verb))
+    return self._mc('reversal', r.object, prompt, r.subject,
+                    [s for s in wrong if s in subjects], wrong,
                     [sw.relation_id(r)], 'relation')
 
   def inherited(self, split: str, x: str, min_hops: int,
@@ -189,8 +223,10 @@ def generate(config: SemanticConfig) -> base.Splits:
   rng = random.Random(f'semantic:{config.seed}')
   sampler = words.WordSampler(config.seed, 'semantic')
   names = sampler.words(sum(config.level_sizes))
-  world = sw.make_world(rng, names, config.level_sizes, config.num_holdouts,
-                        config.relation_prob)
+  verbs = sampler.words(config.num_verbs)
+  world = sw.make_world(rng, names, verbs, sampler.word, config.level_sizes,
+                        config.num_holdouts, config.relation_prob,
+                        config.max_properties)
   per, extra = divmod(config.num_documents, len(names))
   docs = [_document(world, x, j == 0, rng, config)
           for i, x in enumerate(names) for j in range(per + (i < extra))]
@@ -203,14 +239,16 @@ def generate(config: SemanticConfig) -> base.Splits:
   for x in probes.trained:
     if world.parent[x] is not None:
       splits['rephrase'].append(probes.isa(x))
+      splits['reversal'].append(probes.reverse_isa(x))
     prefix = REPHRASE_CLAIM.format(x=x)
     for p in world.properties[x]:
       splits['rephrase'].append(
           probes.claim('rephrase', prefix, x, x, p, 'property'))
+      splits['reversal'].append(probes.reverse_property(x, p))
     for r in world.own_relations(x):
       splits['rephrase'].append(
           probes.claim('rephrase', prefix, x, x, r, 'relation'))
-      splits['reversal'].append(probes.reversal(r))
+      splits['reversal'].append(probes.reverse_relation(r))
     splits['syllogism'] += probes.inherited('syllogism', x, 1, 1)
     splits['deduction'] += probes.inherited('deduction', x, 2, len(names))
   for x in sorted(world.holdouts, key=names.index):
@@ -223,6 +261,14 @@ def generate(config: SemanticConfig) -> base.Splits:
 class Semantic(base.RecordBuilder):
   """Wiki-like documents about a hierarchy of nonsense categories."""
 
+  VERSION = tfds.core.Version('2.0.0')
+  RELEASE_NOTES = {
+      '1.0.0': 'Initial release.',
+      '2.0.0': 'Nonsense property words and verbs; 1-6 properties per '
+               'category; test_reversal also reverses inclusion and '
+               'properties; every isa template names the child first; words '
+               'from fixed hash slots.',
+  }
   BUILDER_CONFIGS = [FULL, SMALL]
   RECORD_KINDS = (schema.DOCUMENT, schema.MC)
 

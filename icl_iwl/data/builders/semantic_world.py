@@ -1,11 +1,12 @@
 """The world behind the semantic-structure dataset: a category tree with facts.
 
 Categories are nonsense words in a forest a few levels deep. Each category that
-is not held out owns a few properties ("have blue eyes") and maybe a relation
-to another category ("eat glon"); both are inherited by every descendant.
-Along any root-to-leaf path an attribute (eye colour, habitat, ...) is owned at
-most once, so inherited facts never contradict. Relations also hold for the
-descendants of their object: if femp eat glon, femp eat every kind of glon.
+is not held out owns 1-6 properties, each a nonsense word in an English frame
+("are slorby", "have vrelk", "can skorb"), and maybe a relation, a nonsense
+verb, to another category ("femp glorp troff"); both are inherited by every
+descendant. Every property word belongs to one category, so inherited facts
+never contradict. Relations also hold for the descendants of their object: if
+femp glorp troff, femp glorp every kind of troff.
 
 Held-out categories are leaves that own nothing and are no relation's object;
 only their parent is ever stated about them.
@@ -13,54 +14,25 @@ only their parent is ever stated about them.
 
 import dataclasses
 import random
-from typing import Iterator
+from typing import Callable, Iterator
 
-_COLORS = ('red', 'blue', 'green', 'yellow', 'purple', 'orange', 'white',
-           'black', 'grey', 'brown', 'pink', 'golden', 'silver')
-_NUMBERS = ('two', 'three', 'four', 'five', 'six', 'seven', 'eight', 'nine',
-            'ten', 'eleven', 'twelve')
-# Attribute -> its mutually exclusive values, each a plural verb phrase.
-ATTRIBUTES: dict[str, tuple[str, ...]] = {
-    'color': tuple(f'are {c}' for c in _COLORS),
-    'eyes': tuple(f'have {c} eyes' for c in _COLORS),
-    'legs': tuple(f'have {n} legs' for n in _NUMBERS),
-    'habitat': tuple(f'live in {h}' for h in (
-        'caves', 'deserts', 'swamps', 'forests', 'mountains', 'rivers', 'lakes',
-        'meadows', 'marshes', 'canyons', 'jungles', 'reefs', 'dunes',
-        'valleys')),
-    'diet': tuple(f'feed on {f}' for f in (
-        'seeds', 'berries', 'leaves', 'roots', 'insects', 'fish', 'moss',
-        'fungi', 'nectar', 'bark', 'algae', 'grass', 'worms', 'pollen')),
-    'sound': tuple(f'make a {s} sound' for s in (
-        'whistling', 'humming', 'clicking', 'buzzing', 'chirping', 'croaking',
-        'hissing', 'rumbling', 'squeaking', 'drumming', 'howling', 'purring')),
-    'activity': tuple(
-        f'are active at {t}' for t in ('dawn', 'dusk', 'night', 'noon')),
-    'lifespan': tuple(f'live for {n} years' for n in _NUMBERS[1:]),
-    'eggs': tuple(f'lay {c} eggs' for c in _COLORS),
-    'nest': tuple(f'build nests of {m}' for m in (
-        'mud', 'twigs', 'stones', 'grass', 'leaves', 'sand', 'feathers',
-        'clay')),
-    'tail': tuple(f'have {a} tails' for a in (
-        'long', 'short', 'curly', 'forked', 'striped', 'spotted', 'bushy',
-        'flat', 'hairless', 'stubby')),
-}
-# (active, passive) forms of the relations between categories.
-RELATIONS = (
-    ('eat', 'are eaten by'), ('hunt', 'are hunted by'),
-    ('fear', 'are feared by'),
-    ('chase', 'are chased by'), ('avoid', 'are avoided by'),
-    ('follow', 'are followed by'), ('mimic', 'are mimicked by'),
-    ('guard', 'are guarded by'), ('groom', 'are groomed by'),
-    ('carry', 'are carried by'),
-)
-PASSIVE = dict(RELATIONS)
+# Property frames: a nonsense adjective, noun or verb after English words.
+FRAMES = ('are {}', 'have {}', 'can {}')
+
+
+def participle(verb: str) -> str:
+  """The passive participle of a nonsense verb: 'glorp' -> 'glorped'."""
+  return verb + ('d' if verb.endswith('e') else 'ed')
 
 
 @dataclasses.dataclass(frozen=True)
 class Property:
-  attribute: str
-  phrase: str
+  frame: str  # One of FRAMES.
+  word: str
+
+  @property
+  def phrase(self) -> str:
+    return self.frame.format(self.word)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -106,6 +78,10 @@ class World:
   def own_relations(self, x: str) -> list[Relation]:
     return [r for r in self.relations if r.subject == x]
 
+  def descendants(self, x: str) -> set[str]:
+    """The categories below `x` (`x` excluded)."""
+    return {c for c in self.parent if c != x and x in self.lineage(c)}
+
   def chain(self, x: str, ancestor: str) -> list[str]:
     """The 'isa' fact ids linking `x` up to `ancestor`."""
     ids = []
@@ -120,7 +96,7 @@ def isa_id(x: str) -> str:
 
 
 def property_id(x: str, p: Property) -> str:
-  return f'prop:{x}:{p.attribute}'
+  return f'prop:{x}:{p.word}'
 
 
 def relation_id(r: Relation) -> str:
@@ -153,34 +129,39 @@ def _tree(
 def make_world(
     rng: random.Random,
     names: list[str],
+    verbs: list[str],
+    new_word: Callable[[], str],
     level_sizes: tuple[int, ...],
     num_holdouts: int,
     relation_prob: float,
+    max_properties: int,
 ) -> World:
-  """A random world over `names`, one per category (sum(level_sizes))."""
+  """A random world over `names`, one per category (sum(level_sizes)).
+
+  Args:
+    rng: the world's randomness.
+    names: the categories, roots first.
+    verbs: the relations' nonsense verbs.
+    new_word: a fresh nonsense word per call, for properties.
+    level_sizes: categories per tree level.
+    num_holdouts: leaves that own nothing.
+    relation_prob: chance that a category owns a relation.
+    max_properties: properties per category are uniform in [1, this].
+  """
   if len(names) != sum(level_sizes):
     raise ValueError(f'Need {sum(level_sizes)} names, got {len(names)}.')
   parent, depth = _tree(rng, names, level_sizes)
   leaves = [x for x in names if depth[x] == len(level_sizes) - 1]
   holdouts = frozenset(rng.sample(leaves, num_holdouts))
   world = World(parent, depth, {x: [] for x in names}, [], holdouts)
-  used = {a: set() for a in ATTRIBUTES}
-  for x in names:  # Parents come before their children.
-    if x in holdouts:
-      continue
-    taken = {p.attribute for a in world.lineage(x) for p in world.properties[a]}
-    free = [a for a in ATTRIBUTES if a not in taken]
-    for attribute in rng.sample(free, min(len(free), rng.choice((1, 2)))):
-      values = ATTRIBUTES[attribute]
-      fresh = [v for v in values if v not in used[attribute]]
-      phrase = rng.choice(fresh or values)
-      used[attribute].add(phrase)
-      world.properties[x].append(Property(attribute, phrase))
   trained = [x for x in names if x not in holdouts]
+  for x in trained:
+    world.properties[x] = [Property(rng.choice(FRAMES), new_word())
+                           for _ in range(rng.randint(1, max_properties))]
   for x in trained:
     if rng.random() >= relation_prob:
       continue
-    verb = rng.choice(RELATIONS)[0]
+    verb = rng.choice(verbs)
     line = set(world.lineage(x))
     objects = [y for y in trained
                if y not in line and x not in world.lineage(y)
