@@ -18,6 +18,10 @@ get_sweep(arg): learning rate x (full fine-tuning, LoRA rank 16), 6 runs:
 
 from icl_iwl import config_lib
 
+# Tokens per row: every training document fits whole (the longest semantic
+# document has 205 tokens; every other dataset's fit 64, see docs/datasets.md).
+_SEQ_LEN = {'semantic': 256}
+
 
 def get_config(arg: str | None = None):
   a = config_lib.parse_arg(arg, {'dataset': config_lib.DATASET_WORDS},
@@ -25,7 +29,9 @@ def get_config(arg: str | None = None):
                            tiny=False)
   c = config_lib.base('train')
   c.data = config_lib.data(a.dataset)
-  c.train = config_lib.train()
+  if a.dataset == 'ictrain':  # Task pairs, not documents: IC-Train sequences.
+    c.data.sampler = 'random'
+  c.train = config_lib.train(seq_len=_SEQ_LEN.get(a.dataset, 128))
   c.checkpoint = config_lib.checkpoint()
   c.eval = config_lib.evaluation(every=100)  # The training dataset's probes.
   c.scorer = config_lib.scorer()
@@ -37,7 +43,8 @@ def get_config(arg: str | None = None):
   if a.tiny:
     c.model.preset, c.model.checkpoint = 'tiny', 'random'
     c.data.config = 'small'
-    c.train.update(steps=6, batch_size=8, seq_len=64, warmup_steps=2, log_every=1)
+    c.train.update(steps=6, batch_size=8, seq_len=_SEQ_LEN.get(a.dataset, 64),
+                   warmup_steps=2, log_every=1)
     c.checkpoint.every = 2
     c.eval.every = 3
     c.eval.limit = 8

@@ -391,6 +391,13 @@ def validate(config: ConfigDict, num_devices: int | None = None) -> None:
     _one_of('data.sampler', d.sampler, samplers.SAMPLERS.names())
     _require(d.num_context >= 0, 'data.num_context', d.num_context, 'must be >= 0')
     _check_dataset('data', d.dataset, d.config, [d.split], probes=False)
+    from icl_iwl.data import datasets  # pylint: disable=g-import-not-at-top
+    try:  # The sampler finds what it needs in the split.
+      samplers.SAMPLERS.get(d.sampler)(
+          datasets.resolve(d.dataset, d.config).records(d.split), d)
+    except ValueError as e:
+      raise ConfigError(f'config.data.sampler = {d.sampler!r} on '
+                        f'{d.dataset}/{d.split}: {e}') from None
   if 'eval' in config:
     e = config.eval
     _require(e.limit >= 0, 'eval.limit', e.limit, 'must be >= 0')

@@ -331,3 +331,34 @@ def test_a_cut_metrics_line_does_not_block_resume(tmp_path):
   writer.close()
   assert [(m['step'], m['train/loss']) for m in metrics.read(tmp_path)] == [
       (1, 2.0), (2, 1.25)]
+
+
+def test_every_finetune_config_fits_its_training_examples():
+  from icl_iwl.data import pipeline  # pylint: disable=g-import-not-at-top
+  from icl_iwl.data import samplers  # pylint: disable=g-import-not-at-top
+  from icl_iwl.data import tokenizer  # pylint: disable=g-import-not-at-top
+  tok = tokenizer.load_default()
+  for arg in _WORDS['finetune.py']:
+    config = config_lib.load_file(f'{_CONFIGS / "finetune.py"}:{arg}')
+    d = config.data
+    records = datasets.resolve(d.dataset, d.config).records(d.split)
+    sampler = samplers.SAMPLERS.get(d.sampler)(records, d)
+    pipeline.check_lengths(sampler, tok, config.train.seq_len)  # Raises if not.
+  with pytest.raises(pipeline.TooLongError, match='raise train.seq_len to at least'):
+    pipeline.check_lengths(sampler, tok, 8)
+
+
+def test_a_long_example_loses_context_never_targets():
+  from icl_iwl.data import pipeline  # pylint: disable=g-import-not-at-top
+  from icl_iwl.data import tokenizer  # pylint: disable=g-import-not-at-top
+  tok = tokenizer.load_default()
+  context, target = 'one two three four five six seven eight', ' nine ten'
+  whole = pipeline.tokenize([(context, False), (target, True)], tok, 100)
+  n_target = len(tok.encode(target))
+  cut = pipeline.tokenize([(context, False), (target, True)], tok, n_target + 3)
+  assert len(cut['tokens']) == n_target + 3
+  assert cut['tokens'][0] == tok.bos_id  # BOS stays, the oldest context goes.
+  assert list(cut['tokens'][-n_target - 2:]) == list(whole['tokens'][-n_target - 2:])
+  assert cut['loss_mask'].sum() == whole['loss_mask'].sum() == n_target
+  with pytest.raises(pipeline.TooLongError, match='loss targets'):
+    pipeline.tokenize([(context, True)], tok, 4)
