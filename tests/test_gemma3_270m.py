@@ -17,7 +17,7 @@ from icl_iwl.eval import scoring
 from icl_iwl.model import cache
 from icl_iwl.model import gemma
 
-pytestmark = pytest.mark.slow
+pytestmark = pytest.mark.real_model
 
 _TEXT = """\
 The lighthouse keeper had kept a log for forty-one years. Every evening at

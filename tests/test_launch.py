@@ -185,6 +185,7 @@ def test_preempted_runs_stop_the_sweep_and_resume_on_rerun(tmp_path, monkeypatch
   assert ran == ['train.steps=2']  # Still "preempted" in this fake: stops again.
 
 
+@pytest.mark.e2e
 def test_sigterm_to_a_sweep_preempts_its_run_and_a_rerun_finishes_it(tmp_path):
   """End to end: SIGTERM reaches the running child through the sweep; the
   child checkpoints and exits 75, and the rerun resumes it to the last step."""
@@ -217,6 +218,7 @@ def test_sigterm_to_a_sweep_preempts_its_run_and_a_rerun_finishes_it(tmp_path):
   assert logged == sorted(set(logged)) and logged[-1] == 6
 
 
+@pytest.mark.e2e
 def test_sweep_trains_every_run_then_skips_them(tmp_path, monkeypatch):
   """End to end: two real 2-step runs on the tiny preset, then a rerun."""
   runs = [{'train.steps': 2, 'train.learning_rate': lr} for lr in (1e-3, 3e-3)]

@@ -211,7 +211,7 @@ def rebuilt_model() -> bytes:
   return tokenizer.sentencepiece_model_from_gguf(paths.embedded_gguf())
 
 
-@pytest.mark.slow
+@pytest.mark.real_model
 def test_parity_gguf_rebuild(reference, rebuilt_model):
   assert len(set(PARITY)) >= 100
   ours = tokenizer.from_sentencepiece_model(rebuilt_model)
@@ -223,7 +223,7 @@ def test_parity_gguf_rebuild(reference, rebuilt_model):
       assert ours.decode(ids) == reference.decode(ids), repr(text)
 
 
-@pytest.mark.slow
+@pytest.mark.real_model
 def test_cache_matches_rebuild(rebuilt_model):
   tokenizer.load_default()  # Writes the cache if missing.
   # A stale cache written by an older builder would differ from a rebuild.
@@ -231,7 +231,7 @@ def test_cache_matches_rebuild(rebuilt_model):
   assert cached.read_bytes() == rebuilt_model, f'stale {cached}; delete it'
 
 
-@pytest.mark.slow
+@pytest.mark.real_model
 def test_parity_hf_dir(reference, tmp_path):
   reference.save_pretrained(tmp_path)
   assert (tmp_path / 'tokenizer.json').is_file()
