@@ -133,10 +133,17 @@ def test_finetune(executed):
   assert out['splits'] == ['test_forward', 'test_reversal']
   for split, acc in out['accuracy'].items():
     assert all(0 <= a <= 1 for a in acc.values()), acc
-    # Scoring the checkpoint reproduces the training loop's last eval.
-    assert acc['fine-tuned'] == pytest.approx(out['last_eval'][split], abs=1e-6)
-    for name, a in acc.items():  # A probe is right iff its margin is positive.
-      item_margins = out['item_margins'][name][split]
-      assert a == pytest.approx(sum(m > 0 for m in item_margins) / len(item_margins))
+    # Scoring the checkpoint reproduces the training loop's last eval, but for
+    # items whose choices tie to float32 rounding (the tiny random model has
+    # such ties; summation order may differ between the two scorers).
+    ties = sum(abs(m) < 1e-4 for m in out['item_margins']['fine-tuned'][split])
+    flipped = abs(acc['fine-tuned'] - out['last_eval'][split]) * len(
+        out['item_margins']['fine-tuned'][split])
+    assert flipped <= ties + 1e-6, (acc, out['last_eval'])
+    for name, a in acc.items():  # A probe is right iff its margin is positive
+      item_margins = out['item_margins'][name][split]  # (an exact tie: argmax's
+      positive = sum(m > 0 for m in item_margins)      # first choice).
+      assert positive <= a * len(item_margins) + 1e-6
+      assert a * len(item_margins) <= positive + sum(m == 0 for m in item_margins) + 1e-6
       assert out['margins'][split][name] == pytest.approx(sum(item_margins) / len(item_margins))
   assert _figures(cells) == 2
