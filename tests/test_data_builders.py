@@ -124,9 +124,20 @@ def test_describe_table(data_dir):
   # "glon are less dangerous than femp.": two 4-5 letter nonsense words.
   assert 7 <= reversal.min_tokens <= reversal.mean_tokens
   assert reversal.mean_tokens <= reversal.max_tokens <= 14
+  assert [(r.version, r.chance) for r in rows] == [
+      (str(builders.reversals.Reversals.VERSION), c) for c in (None, 0.5, 0.5)]
   table = describe.format_table(rows)
   assert table.splitlines()[0].startswith('| dataset')
-  assert '| reversals/small | test_reversal |' in table
+  assert 'prior' not in table.splitlines()[0]
+  assert f'| reversals/small | {rows[1].version}   | test_reversal |' in table
+  # A prior scorer (here a stand-in) fills the prior column of probe splits.
+  seen = []
+  rows = describe.describe(['reversals'], 'small', str(data_dir),
+                           tokenizer.load_default(),
+                           lambda records: seen.append(len(records)) or 0.25)
+  assert seen == [8, 8] and [r.prior for r in rows] == [None, 0.25, 0.25]
+  header, _, first, second, _ = describe.format_table(rows).splitlines()
+  assert 'prior' in header and '| - ' in first and '0.250' in second
 
 
 def test_describe_builds_missing_datasets(tmp_path):
@@ -157,6 +168,6 @@ def test_cli_build_and_describe(tmp_path):
           in built.stdout)
   shown = run('icl_iwl.data.describe', '--datasets=reversals', '--config=small')
   assert shown.returncode == 0, shown.stderr
-  assert '| reversals/small | test_forward  |' in shown.stdout
+  assert '| test_forward  |' in shown.stdout
   bad = run('icl_iwl.data.build', '--datasets=reversal', '--config=small')
   assert bad.returncode != 0 and "Did you mean 'reversals'" in bad.stderr
