@@ -362,6 +362,13 @@ def validate(config: ConfigDict, num_devices: int | None = None) -> None:
   `num_devices` the mesh and the batch's divisibility. Datasets are built if
   missing (seconds), models never loaded.
   """
+  if 'stages' in config:  # An experiment: each stage is a whole job config.
+    for name, stage in config.stages.items():
+      try:
+        validate(stage, num_devices)
+      except ConfigError as e:
+        raise ConfigError(f'stage {name!r}: {e}') from None
+    return
   for name in ('job', 'seed', 'mesh', 'rules', 'model'):
     if name not in config:
       raise ConfigError(f'config.{name} is missing (start from config_lib.base).')

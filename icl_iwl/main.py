@@ -17,6 +17,7 @@ Exit status: 0 when the job finished (<workdir>/done.json is written then),
 """
 
 import json
+import shlex
 import sys
 
 from absl import app
@@ -88,6 +89,10 @@ def main(argv: list[str]) -> None:
   runtime.validate(config)
   workdir = workdir_lib.claim(_WORKDIR.value, config, _ALLOW_CHANGED.value,
                               write=jax.process_index() == 0)
+  if jax.process_index() == 0:  # How to rerun this (icl_iwl.report lists it).
+    with paths.atomic_path(workdir / 'command.txt') as tmp:
+      tmp.write_text(f'python -m icl_iwl.main {shlex.join(sys.argv[1:])}\n'
+                     f'# revision {paths.revision()}\n')
   logging.info('Job %r on %d devices (%d processes); workdir %s', config.job,
                jax.device_count(), jax.process_count(), workdir)
   try:

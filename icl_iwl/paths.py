@@ -10,6 +10,7 @@ stray temporary file, never a truncated file under the final name.
 import contextlib
 import os
 import pathlib
+import subprocess
 import tempfile
 from typing import Iterator
 
@@ -49,6 +50,21 @@ def atomic_path(path: str | os.PathLike) -> Iterator[pathlib.Path]:
     os.replace(tmp, path)
   finally:
     tmp.unlink(missing_ok=True)
+
+
+def revision() -> str:
+  """The git revision of this checkout ('+dirty' with uncommitted changes to
+  tracked files), or 'unknown' outside a git checkout."""
+  repo = pathlib.Path(__file__).resolve().parents[1]
+  try:
+    rev = subprocess.run(['git', '-C', str(repo), 'rev-parse', '--short', 'HEAD'],
+                         capture_output=True, text=True, check=True).stdout.strip()
+    dirty = subprocess.run(['git', '-C', str(repo), 'status', '--porcelain',
+                            '--untracked-files=no'], capture_output=True, text=True,
+                           check=True).stdout.strip()
+  except (OSError, subprocess.CalledProcessError):
+    return 'unknown'
+  return rev + ('+dirty' if dirty else '')
 
 
 def _umask() -> int:

@@ -8,6 +8,7 @@ import pytest
 
 from icl_iwl import config_lib
 from icl_iwl.jobs import eval_icl
+from icl_iwl.jobs import experiment
 from icl_iwl.jobs import score
 
 _CONFIGS = pathlib.Path(__file__).resolve().parents[1] / 'configs'
@@ -46,3 +47,19 @@ def test_eval_icl_writes_consistent_tables_and_items(tmp_path):
     # The documents fit: one context, and in-context scores differ from none.
     assert row['contexts'] == 1
     assert not np.allclose([x['logprob'] for x in baseline], [x['logprob'] for x in icl])
+
+
+def test_experiment_runs_its_stages_once_and_reports_them(tmp_path):
+  config = config_lib.load_file(f'{_CONFIGS}/experiment.py:tiny')
+  config_lib.validate(config, num_devices=8)
+  result = experiment.run(config, tmp_path)
+  assert result == {'report': str(tmp_path / 'report.md')}
+  text = (tmp_path / 'report.md').read_text()
+  rows = _lines(tmp_path / 'icl' / 'test_reversal-baseline.jsonl')
+  assert f'| test_reversal | 0.500  | ' in text
+  assert 'FT (LoRA 16)' in text and ': ICL (' in text
+  # The no-context column is the eval_icl stage's baseline accuracy.
+  assert f'{_accuracy(rows):.3f}' in text.split('| test_reversal |')[1].split('\n')[0]
+  done = {s: (tmp_path / s / 'done.json').stat().st_mtime_ns for s in ('icl', 'finetune')}
+  experiment.run(config, tmp_path)  # Finished stages are not run again.
+  assert done == {s: (tmp_path / s / 'done.json').stat().st_mtime_ns for s in done}

@@ -10,5 +10,6 @@ JOBS = registry.Registry('job')
 
 # pylint: disable=g-import-not-at-top,wrong-import-position
 from icl_iwl.jobs import eval_icl  # noqa: E402,F401
+from icl_iwl.jobs import experiment  # noqa: E402,F401
 from icl_iwl.jobs import score  # noqa: E402,F401
 from icl_iwl.jobs import train  # noqa: E402,F401

@@ -1,0 +1,35 @@
+"""Job 'experiment': several jobs (stages) in sub-workdirs, then one report.
+
+`config.stages` maps a stage name to a whole job config (e.g. 'icl' an
+eval_icl config, 'finetune' a train config); each runs in <workdir>/<name>
+with the same guarantees as a run of its own (resume, workdir guard), and a
+stage that finished is skipped on rerun. Then `icl_iwl.report` collects the
+stages into <workdir>/report.md and its plots, and the table is printed.
+"""
+
+import json
+import pathlib
+
+import ml_collections
+
+from icl_iwl import paths
+from icl_iwl import report
+from icl_iwl import workdir as workdir_lib
+from icl_iwl.jobs import JOBS
+
+
+@JOBS.register('experiment')
+def run(config: ml_collections.ConfigDict, workdir: pathlib.Path) -> dict[str, str]:
+  """Runs the unfinished stages in order; returns where the report is."""
+  for name, stage in config.stages.items():
+    sub = workdir_lib.claim(workdir / name, stage)
+    if (sub / report.DONE).exists():
+      continue
+    result = JOBS.get(stage.job)(stage, sub)
+    with paths.atomic_path(sub / 'command.txt') as tmp:
+      tmp.write_text(f'(stage {name!r} of {workdir / "command.txt"})\n')
+    with paths.atomic_path(sub / report.DONE) as tmp:
+      tmp.write_text(json.dumps(result, indent=2, default=str) + '\n')
+  text = report.report(workdir, workdir / 'report', config.get('title', 'Experiment'))
+  print(text)
+  return {'report': str(workdir / 'report.md')}
