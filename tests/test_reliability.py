@@ -184,6 +184,7 @@ def test_configs_import_without_jax():
 
 _WORDS = {
     'quickstart.py': ['', 'tiny'],
+    'experiment.py': [f'{d}{w}' for d in datasets.names() for w in ('', ',tiny', ',full')],
     'eval_icl.py': [f'{d}{t}' for d in datasets.names() for t in ('', ',tiny')],
     'finetune.py': [f'{d}{w}' for d in datasets.names()
                     for w in ('', ',lora', ',bf16', ',tiny', ',lora,bf16,tiny')],
