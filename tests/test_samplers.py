@@ -7,6 +7,9 @@ outputs), not read back from the code under test.
 import collections
 import hashlib
 import math
+import pathlib
+import subprocess
+import sys
 
 import jax
 import ml_collections
@@ -356,6 +359,16 @@ def test_neighbours_stay_in_group_skip_copies_and_break_ties_low():
     assert all(groups[j] == groups[i] and texts[j] != texts[i] for j in near[i] if j >= 0)
   with pytest.raises(ValueError, match='Unknown similarity'):
     retrieval.neighbours(texts, groups, 2, similarity='bm26')
+
+
+def test_importing_the_data_layer_leaves_the_xla_backend_alone():
+  """jax.distributed.initialize must run before the backend starts (bm25s
+  runs a jax computation when imported)."""
+  code = ('from jax._src import xla_bridge\n'
+          'from icl_iwl.data import pipeline, retrieval, samplers\n'
+          'assert not xla_bridge.backends_are_initialized()\n')
+  subprocess.run([sys.executable, '-c', code], check=True,
+                 cwd=pathlib.Path(__file__).resolve().parents[1])
 
 
 def test_near_duplicates_are_one_word_apart():

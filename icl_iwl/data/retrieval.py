@@ -29,7 +29,6 @@ import re
 from typing import Callable, Hashable, Sequence
 
 from absl import logging
-import bm25s
 import numpy as np
 
 from icl_iwl import paths
@@ -37,16 +36,23 @@ from icl_iwl import paths
 SIMILARITIES = ('bm25', 'embedding')
 Embed = Callable[[Sequence[str]], np.ndarray]  # texts -> float [N, D]
 
-# bm25s sets its own logger to DEBUG: one line per index built.
-std_logging.getLogger('bm25s').setLevel(std_logging.WARNING)
-
 _BLOCK = 512  # Query rows scored at once: memory [_BLOCK, pool] float32.
 _CACHE_FORMAT = 'v1'  # Bump when the embedding of a text changes meaning.
 
 
+def _bm25s():
+  """The bm25s module, imported on first use: importing it runs a jax
+  computation (when jax is installed), which starts the XLA backend, and
+  `jax.distributed.initialize` must come before that."""
+  import bm25s  # pylint: disable=g-import-not-at-top
+  # It sets its own logger to DEBUG: one line per index built.
+  std_logging.getLogger('bm25s').setLevel(std_logging.WARNING)
+  return bm25s
+
+
 def _words(texts: Sequence[str], ids: bool):
-  return bm25s.tokenize(list(texts), token_pattern=r'(?u)\b\w+\b',
-                        stopwords=None, show_progress=False, return_ids=ids)
+  return _bm25s().tokenize(list(texts), token_pattern=r'(?u)\b\w+\b',
+                           stopwords=None, show_progress=False, return_ids=ids)
 
 
 class Bm25:
@@ -57,7 +63,7 @@ class Bm25:
     words = _words(pool, ids=True)
     self._index = None  # A pool without words scores 0 everywhere.
     if words.vocab:
-      self._index = bm25s.BM25()
+      self._index = _bm25s().BM25()
       self._index.index(words, show_progress=False)
 
   def scores(self, queries: Sequence[str]) -> np.ndarray:
