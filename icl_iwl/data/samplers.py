@@ -117,7 +117,7 @@ class TaskPairs(abc.ABC):
       for position, j in enumerate(same):
         self._position[j] = position
         by_input[inputs[j]].append(position)
-      for position, j in enumerate(same):
+      for j in same:
         self._banned[j] = by_input[inputs[j]]  # Itself and its copies.
     small = sorted(t for t, same in self._task.items()
                    if len({inputs[j] for j in same}) <= k)
