@@ -99,10 +99,17 @@ def data(dataset: str, **overrides) -> ConfigDict:
   """Which split trains, and how each sequence is built (data/samplers.py).
 
   `dataset` is a registered dataset (`config` 'full' or 'small') or
-  'jsonl/<name>' (an imported one; `config` is ignored).
+  'jsonl/<name>' (an imported one; `config` is ignored). IC-Train samplers
+  ('random', 'similar', 'contrastive', 'mixture') put `num_context` pairs in
+  context; 'similar' and 'contrastive' rank them by `similarity` ('bm25' or
+  'embedding'); 'contrastive' draws its grade (similar slots) g with
+  probability grades[g] and, with `near_duplicates`, fills them with pairs
+  one word away with another output first; 'mixture' is 'name:weight,...'.
   """
   c = ConfigDict(dict(dataset=dataset, config='full', split='train',
-                      sampler='documents', num_context=4, seed=0))
+                      sampler='documents', num_context=4, seed=0,
+                      similarity='bm25', grades=(0.5, 0.5),
+                      near_duplicates=False, mixture=''))
   c.update(overrides)
   return c
 

@@ -1,13 +1,13 @@
-"""IC-Train: probe structure, context symmetry, the prompt format, sampling."""
+"""IC-Train: probe structure, context symmetry, the prompt format.
+
+Sampling IC-Train contexts is tested in test_samplers.py.
+"""
 
 import re
 import statistics
 
-import ml_collections
-import numpy as np
 import pytest
 
-from icl_iwl.data import samplers
 from icl_iwl.data import schema
 from icl_iwl.data import tokenizer
 from icl_iwl.data.builders import ictrain
@@ -109,27 +109,3 @@ def test_render_context_prompt():
   assert schema.render_answer('glon') == ' glon\n'
   with pytest.raises(ValueError, match='differ in length'):
     schema.render_context_prompt(['a'], [], 'b')
-
-
-def test_random_context_stays_within_the_target_task():
-  records = [{'input': f'{t} {i}', 'output': str(i), 'task': t}
-             for i in range(12) for t in ('a', 'b', 'c') if i < 4 or t != 'c']
-  config = ml_collections.ConfigDict({'num_context': 3})
-  sampler = samplers.RandomContext(records, config)
-  rng = np.random.default_rng(0)
-  for index in range(len(sampler)):
-    for _ in range(5):
-      chosen = sampler.context(index, rng)
-      assert len(set(chosen)) == 3 and index not in chosen
-      assert {sampler.pairs[j]['task'] for j in chosen} == {
-          sampler.pairs[index]['task']}
-  # The target is the output with the end marker, the only loss target.
-  pieces = sampler(0, rng)
-  assert [target for _, target in pieces] == [False, True]
-  assert pieces[1][0] == f' {sampler.pairs[0]["output"]}\n'
-  assert pieces[0][0].endswith(f'Input: {sampler.pairs[0]["input"]}\nOutput:')
-  # Untagged pairs form one task; a task too small for a context fails.
-  untagged = [{'input': str(i), 'output': str(i)} for i in range(5)]
-  assert len(samplers.RandomContext(untagged, config).context(0, rng)) == 3
-  with pytest.raises(ValueError, match="Tasks \\['c'\\]"):
-    samplers.RandomContext([r for r in records if r['input'] != 'c 0'], config)

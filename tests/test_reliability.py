@@ -350,16 +350,19 @@ def test_every_finetune_config_fits_its_training_examples():
 
 
 def test_a_long_example_loses_context_never_targets():
+  from icl_iwl.data import context  # pylint: disable=g-import-not-at-top
   from icl_iwl.data import pipeline  # pylint: disable=g-import-not-at-top
   from icl_iwl.data import tokenizer  # pylint: disable=g-import-not-at-top
   tok = tokenizer.load_default()
-  context, target = 'one two three four five six seven eight', ' nine ten'
-  whole = pipeline.tokenize([(context, False), (target, True)], tok, 100)
-  n_target = len(tok.encode(target))
-  cut = pipeline.tokenize([(context, False), (target, True)], tok, n_target + 3)
-  assert len(cut['tokens']) == n_target + 3
-  assert cut['tokens'][0] == tok.bos_id  # BOS stays, the oldest context goes.
-  assert list(cut['tokens'][-n_target - 2:]) == list(whole['tokens'][-n_target - 2:])
-  assert cut['loss_mask'].sum() == whole['loss_mask'].sum() == n_target
+  units = ('Input: one two\nOutput: three\n', 'Input: four five\nOutput: six\n')
+  example = context.Example(context=units, prompt='Input: seven\nOutput:',
+                            target=' eight nine\n')
+  whole = context.fit(example, tok, 100)
+  n_target, n_first = len(tok.encode(example.target)), len(tok.encode(units[0]))
+  cut = context.fit(example, tok, len(whole.tokens) - 1)
+  assert cut.kept == (1,)  # The oldest context example goes, whole.
+  assert cut.tokens[0] == tok.bos_id  # BOS stays.
+  assert list(cut.tokens[1:]) == list(whole.tokens[1 + n_first:])
+  assert cut.loss_mask.sum() == whole.loss_mask.sum() == n_target
   with pytest.raises(pipeline.TooLongError, match='loss targets'):
-    pipeline.tokenize([(context, True)], tok, 4)
+    context.fit(context.Example(target='one two three four five'), tok, 4)
