@@ -33,6 +33,7 @@ from icl_iwl.train import metrics
 
 _ROOT = pathlib.Path(__file__).resolve().parents[1]
 _CONFIGS = _ROOT / 'configs'
+_VERSION = str(reversals.Reversals.VERSION)
 
 
 @pytest.fixture(autouse=True)
@@ -66,7 +67,7 @@ def test_a_failed_rebuild_keeps_the_dataset(tmp_path, monkeypatch):
   monkeypatch.undo()
   assert _records(tmp_path) == before
   home = tmp_path / 'reversals' / 'small'
-  assert sorted(p.name for p in home.iterdir()) == ['.lock', '1.0.0']
+  assert sorted(p.name for p in home.iterdir()) == ['.lock', _VERSION]
 
 
 _SLOW_REBUILD = '''
@@ -89,7 +90,7 @@ base.prepare(builders.builder('reversals', 'small', sys.argv[1]), overwrite=True
 def test_a_killed_rebuild_keeps_the_dataset_and_its_leftovers_go(tmp_path, sig):
   before = _records(tmp_path)
   home = tmp_path / 'reversals' / 'small'
-  (home / 'incomplete.ABC123_1.0.0').mkdir()  # What an old killed build left.
+  (home / f'incomplete.ABC123_{_VERSION}').mkdir()  # What an old killed build left.
   proc = subprocess.Popen([sys.executable, '-c', _SLOW_REBUILD, str(tmp_path)],
                           stdout=subprocess.PIPE, text=True)
   assert proc.stdout.readline().strip() == 'writing'
@@ -98,15 +99,15 @@ def test_a_killed_rebuild_keeps_the_dataset_and_its_leftovers_go(tmp_path, sig):
   proc.wait(timeout=60)
   assert _records(tmp_path) == before  # The read also cleans up.
   base.prepare(builders.builder('reversals', 'small', tmp_path))  # Cleans up.
-  assert sorted(p.name for p in home.iterdir()) == ['.lock', '1.0.0']
+  assert sorted(p.name for p in home.iterdir()) == ['.lock', _VERSION]
 
 
 def test_a_swap_cut_in_half_is_rolled_back(tmp_path):
   before = _records(tmp_path)
-  final = tmp_path / 'reversals' / 'small' / '1.0.0'
-  final.rename(final.with_name('1.0.0.old'))  # Killed between the two renames.
+  final = tmp_path / 'reversals' / 'small' / _VERSION
+  final.rename(final.with_name(f'{_VERSION}.old'))  # Killed between the renames.
   assert _records(tmp_path) == before
-  assert not final.with_name('1.0.0.old').exists()
+  assert not final.with_name(f'{_VERSION}.old').exists()
 
 
 def test_what_tfds_would_reject_is_refused_before_writing(tmp_path):
@@ -176,7 +177,7 @@ def test_configs_import_without_jax():
           'from icl_iwl import config_lib\n'
           f'for f in {sorted(str(p) for p in _CONFIGS.glob("*.py"))!r}:\n'
           '  config_lib.load_file(f)\n'
-          "print(sorted(m for m in ('jax', 'flax', 'tensorflow_datasets') if m in sys.modules))\n")
+          "print(sorted(m for m in ('jax', 'flax', 'tensorflow') if m in sys.modules))\n")
   out = subprocess.run([sys.executable, '-c', code], capture_output=True, text=True,
                        check=True)
   assert out.stdout.strip() == '[]'

@@ -194,3 +194,19 @@ def test_gradient_clipping_matches_optax(max_norm):
   for x, y in zip(jax.tree.leaves(ours), jax.tree.leaves(ref)):
     np.testing.assert_allclose(x, y, rtol=1e-6)
   assert float(optax.global_norm(ours)) == pytest.approx(min(max_norm, float(optax.global_norm(grads))), rel=1e-6)
+
+
+def test_ictrain_with_embedding_similarity_trains(tmp_path, monkeypatch):
+  """IC-Train on task pairs with contrastive contexts chosen by the model's
+  own embeddings (computed once before training, cached on disk)."""
+  monkeypatch.setenv('ICL_IWL_CACHE', str(tmp_path / 'cache'))
+  config = config_lib.load_file(f'{_CONFIG}:ictrain,tiny')
+  config.eval.every = 0
+  config.checkpoint.async_save = False
+  config.train.update(steps=2, warmup_steps=0, seq_len=256)
+  config.data.update(sampler='contrastive', similarity='embedding')
+  config_lib.validate(config, num_devices=8)
+  last = loop.train(config, tmp_path / 'run')
+  assert np.isfinite(last['train/loss'])
+  assert 0 < last['train/target_tokens'] < 8 * 256 / 4  # Targets only.
+  assert len(list((tmp_path / 'cache' / 'embeddings').glob('*.npy'))) == 1

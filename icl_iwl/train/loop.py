@@ -28,10 +28,13 @@ from icl_iwl import config_lib
 from icl_iwl import runtime
 from icl_iwl.checkpoints import manager
 from icl_iwl.data import datasets
+from icl_iwl.data import embedding
 from icl_iwl.data import pipeline
+from icl_iwl.data import retrieval
 from icl_iwl.data import samplers
 from icl_iwl.eval import probes
 from icl_iwl.eval import scoring
+from icl_iwl.model import gemma
 from icl_iwl.train import metrics as metrics_lib
 from icl_iwl.train import mfu
 from icl_iwl.train import state as state_lib
@@ -84,14 +87,27 @@ class Evaluator:
     return out
 
 
-def _batches(config: ml_collections.ConfigDict, tok) -> Any:
+def _embedder(config: ml_collections.ConfigDict, rt: runtime.Runtime,
+              base: Any) -> Any:
+  """The samplers' embedding function (the model before training, mean-pooled
+  hidden states, cached on disk), if `data.similarity` asks for one."""
+  if config.data.get('similarity') != 'embedding':
+    return None
+  params = base
+  if params is None:  # A random init: the same weights the state starts from.
+    params = gemma.init_params(rt.model.clone(lora=None), jax.random.key(config.seed))
+  return retrieval.cached(embedding.model_embedder(rt.model, params, rt.tok),
+                          embedding.model_key(config.model, config.seed))
+
+
+def _batches(config: ml_collections.ConfigDict, tok, embed: Any = None) -> Any:
   """The checkpointable iterator of this process's rows of each batch."""
   dataset = datasets.resolve(config.data.dataset, config.data.config)
   if jax.process_index() == 0:  # Build the dataset once, before others read it.
     dataset.splits()
   multihost_utils.sync_global_devices('dataset ready')
   records = dataset.records(config.data.split)
-  sampler = samplers.SAMPLERS.get(config.data.sampler)(records, config.data)
+  sampler = samplers.SAMPLERS.get(config.data.sampler)(records, config.data, embed)
   tc = config.train
   pipeline.check_lengths(sampler, tok, tc.seq_len, config.data.seed)
   return iter(pipeline.batches(sampler, tok, tc.seq_len, tc.batch_size,
@@ -110,7 +126,7 @@ def train(config: ml_collections.ConfigDict, workdir: pathlib.Path) -> dict[str,
   # 1. Setup.
   rt, base = runtime.load_host(config)
   tr = runtime.trainer(config, rt)
-  data = _batches(config, rt.tok)
+  data = _batches(config, rt.tok, _embedder(config, rt, base))
   ckpt = manager.Checkpointer(workdir / 'checkpoints', config.checkpoint.keep,
                               config.checkpoint.best_metric, config.checkpoint.best_mode,
                               config.checkpoint.async_save)
