@@ -54,6 +54,10 @@ def oracle_text(request: generate.Request) -> str:
   return f' {_OPENINGS.get(label, "")}{fact}\nmore'
 
 
+def _words(text: str) -> int:
+  return len(text.split())
+
+
 class Fake:
   """A Generator whose calls are counted; it fails after `fail_after`."""
 
@@ -72,7 +76,7 @@ class Fake:
     return [oracle_text(r).split(options.stop[0])[0] for r in requests]
 
   def generator(self) -> generate.Generator:
-    return generate.Generator('fake', self, lambda t: len(t.split()))
+    return generate.Generator('fake', self, _words)
 
 
 def _config(arg: str = 'reversals,tiny', **augment) -> config_lib.ConfigDict:
@@ -85,7 +89,8 @@ def _dataset(config, data_dir) -> tuple[list[dict], list[str]]:
   """(records, provenance lines) of the dataset a run wrote."""
   ds = datasets.resolve(f'jsonl/{config.augment.output}', data_dir=data_dir)
   side = pathlib.Path(ds.builder.data_dir).parent / runner.SIDECAR
-  return ds.records('train'), (side / 'provenance.jsonl').read_text().splitlines()
+  provenance = (side / 'provenance.jsonl').read_text().splitlines()
+  return ds.records('train'), provenance
 
 
 # Sentence splitting and units -------------------------------------------------
@@ -158,7 +163,7 @@ def test_global_contexts_fit_the_budget_and_every_target_is_in_its_context():
   config = _config(context_budget=40)
   the_pass = passes.PASSES.get('global')('global', config.augment)
   docs = _docs()
-  count = lambda t: len(t.split())  # pylint: disable=unnecessary-lambda-assignment
+  count = _words
   groups = the_pass.contexts(docs, count)
   assert sorted(d['id'] for g in groups for d in g) == [d['id'] for d in docs]
   assert all(sum(count(d['text'] + '\n') for d in g) <= 40 for g in groups)
@@ -170,8 +175,8 @@ def test_global_contexts_fit_the_budget_and_every_target_is_in_its_context():
   for task in task_list:
     assert f'\n{task.unit.text}\n' in task.request.prefix
   # Tasks that share a context are adjacent, so a batch shares its prefix.
-  assert len(set(prefixes)) == sum(1 for a, b in zip([None] + prefixes, prefixes)
-                                   if a != b)
+  changes = sum(1 for a, b in zip([None] + prefixes, prefixes) if a != b)
+  assert len(set(prefixes)) == changes
 
 
 def test_outputs_keep_complete_sentences_and_drop_a_copy_of_the_unit():

@@ -59,7 +59,8 @@ def test_weights_repeat_each_source(data_dir):
   assert sources == {'original': len(original), 'jsonl/aug': 25}
   assert len({r['id'] for r in records}) == len(records)
   texts = collections.Counter(r['text'] for r in records)
-  assert sorted(v for t, v in texts.items() if 'aug says' in t) == [2] * 5 + [3] * 5
+  repeats = sorted(v for t, v in texts.items() if 'aug says' in t)
+  assert repeats == [2] * 5 + [3] * 5
   assert records == mixture.training_records(data)  # Seeded.
   data.mixture = 'original:0.5,jsonl/aug:0'
   half = mixture.training_records(data)

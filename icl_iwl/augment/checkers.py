@@ -114,7 +114,8 @@ class Reversals:
               (m.groups() for m in self._compared.finditer(sentence))]
     claims = []
     for x, comparative, y in found:
-      x, comparative, y = x.lower(), ' '.join(comparative.lower().split()), y.lower()
+      x, y = x.lower(), y.lower()
+      comparative = ' '.join(comparative.lower().split())
       fact = self.fact_of[x]
       if x == y:
         continue

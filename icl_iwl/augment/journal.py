@@ -54,7 +54,9 @@ class Journal:
   def get(self, key: str, digest: str) -> Entry | None:
     """The entry of `key` if it was made with `digest`."""
     entry = self.entries.get(key)
-    return entry if entry is not None and entry.get('digest') == digest else None
+    if entry is None or entry.get('digest') != digest:
+      return None
+    return entry
 
   def append(self, entries: Iterable[Entry]) -> None:
     """Writes `entries` durably (flush + fsync), then remembers them."""

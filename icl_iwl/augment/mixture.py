@@ -87,7 +87,8 @@ def repeat(records: Sequence[Record], weight: float, rng: random.Random
   whole = int(weight)
   extra = round((weight - whole) * len(records))
   chosen = sorted(rng.sample(range(len(records)), extra))
-  return [r for _ in range(whole) for r in records] + [records[i] for i in chosen]
+  return ([r for _ in range(whole) for r in records]
+          + [records[i] for i in chosen])
 
 
 def training_records(data: ml_collections.ConfigDict,

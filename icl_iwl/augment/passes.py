@@ -18,10 +18,11 @@ that become new training documents:
 Local passes work on units: whole documents (`unit='document'`), their
 sentences (`'sentence'`, or prefixes if `sentence_split='cumulative'`), or
 both; a text that occurs in several documents (a repeated fact sentence) is
-one unit whose provenance lists every document. Each generating pass completes the
-template of its name in `config.augment.templates`: the text before `{text}`
-is the shared prefix (few-shot examples; for `global`, the documents at
-`{documents}`), the unit and the rest of the template the prompt.
+one unit whose provenance lists every document. Each generating pass
+completes the template of its name in `config.augment.templates`: the text
+before `{text}` is the shared prefix (few-shot examples; for `global`, the
+documents at `{documents}`), the unit and the rest of the template the
+prompt.
 
 Add a pass by registering it, as with samplers:
 

@@ -165,9 +165,9 @@ def _write_sidecars(directory: pathlib.Path, outputs: Sequence[Output],
                            for o in outputs))
   with paths.atomic_path(directory / 'audit.json') as tmp:
     tmp.write_text(json.dumps({**info, 'audit': audit_rows}, indent=2) + '\n')
+  body = audit.table(audit_rows) if audit_rows else info['audit']
   with paths.atomic_path(directory / 'audit.md') as tmp:
-    tmp.write_text(f'# Audit of jsonl/{info["output"]}\n\n'
-                   f'{audit.table(audit_rows) if audit_rows else info["audit"]}\n')
+    tmp.write_text(f'# Audit of jsonl/{info["output"]}\n\n{body}\n')
 
 
 def run(config: ml_collections.ConfigDict, workdir: str | pathlib.Path,
@@ -197,7 +197,8 @@ def run(config: ml_collections.ConfigDict, workdir: str | pathlib.Path,
     outputs: list[Output] = []
     audit_rows = []
     if checker is not None:
-      audit_rows += audit.rows(checker, 'original', [d['text'] for d in targets])
+      audit_rows += audit.rows(checker, 'original',
+                               [d['text'] for d in targets])
     for name in config_lib.split_list(s.passes):
       the_pass = passes.PASSES.get(name)(name, s)
       tasks = the_pass.tasks(targets, documents, generator.count_tokens)

@@ -11,5 +11,6 @@ from icl_iwl.jobs import JOBS
 
 
 @JOBS.register('augment')
-def run(config: ml_collections.ConfigDict, workdir: pathlib.Path) -> dict[str, Any]:
+def run(config: ml_collections.ConfigDict,
+        workdir: pathlib.Path) -> dict[str, Any]:
   return runner.run(config, workdir, generate.load(config))
