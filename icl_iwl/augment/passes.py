@@ -52,7 +52,6 @@ import ml_collections
 from icl_iwl import registry
 from icl_iwl.augment import generate
 from icl_iwl.augment import split
-from icl_iwl.data import schema
 
 Record = Mapping[str, Any]
 UNITS = ('document', 'sentence', 'both')
@@ -110,6 +109,12 @@ def request_seed(seed: int, key: str) -> int:
   return int.from_bytes(digest[:4], 'big') & 0x7FFFFFFF
 
 
+def text_key(text: str) -> str:
+  """What two texts share when they are the same text (case and whitespace
+  aside): the key of deduplication."""
+  return ' '.join(text.lower().split())
+
+
 def clean(completion: str) -> str:
   """The complete sentences of a completion (a cut last one is dropped)."""
   kept = [s for s in split.sentences(completion.strip()) if s.endswith(_ENDS)]
@@ -154,7 +159,7 @@ class Pass(abc.ABC):
     """The new documents a completion gives: its complete sentences, unless
     they only repeat the unit."""
     text = clean(completion or '')
-    if not text or schema.normalize(text) == schema.normalize(task.unit.text):
+    if not text or text_key(text) == text_key(task.unit.text):
       return []
     return [text]
 

@@ -11,8 +11,8 @@ every pass become the user dataset `jsonl/<config.augment.output>` (split
 The dataset is a function of the tasks and their completions alone, taken in
 task order (a pure function of the config and the source documents): a run
 killed at any point and rerun ends with the same dataset as a run never
-killed. New documents are deduplicated (whitespace-normalized) against the
-source documents and each other, the first in pass and task order kept.
+killed. New documents are deduplicated (case and whitespace aside) against
+the source documents and each other, the first in pass and task order kept.
 
 Record ids are `<pass>/<template>/<unit>/<sample>/<output>`
 ("reverse/reverse/doc-0003#s1/0/0"); `facts` are the source documents'
@@ -124,15 +124,15 @@ def complete(tasks: Sequence[passes.Task], generator: generate.Generator,
 def build(the_pass: passes.Pass, tasks: Sequence[passes.Task],
           completions: dict[str, str], seen: set[str],
           generator_name: str) -> list[Output]:
-  """The new documents of `tasks`, minus those whose normalized text is in
+  """The new documents of `tasks`, minus those whose `passes.text_key` is in
   `seen` (which they are added to)."""
   outputs = []
   for task in tasks:
     for i, text in enumerate(the_pass.outputs(task, completions.get(task.key))):
-      normal = schema.normalize(text)
-      if normal in seen:
+      key = passes.text_key(text)
+      if key in seen:
         continue
-      seen.add(normal)
+      seen.add(key)
       record_id = f'{task.key}/{i}'
       outputs.append(Output(
           {'id': record_id, 'text': text, 'facts': list(task.unit.facts)},
@@ -193,7 +193,7 @@ def run(config: ml_collections.ConfigDict, workdir: str | pathlib.Path,
   out = pathlib.Path(workdir) / 'augment'
   with _exclusive(out):
     journal = journal_lib.Journal(out / 'journal.jsonl')
-    seen = {schema.normalize(d['text']) for d in documents}
+    seen = {passes.text_key(d['text']) for d in documents}
     outputs: list[Output] = []
     audit_rows = []
     if checker is not None:
