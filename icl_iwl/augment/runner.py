@@ -22,6 +22,7 @@ generator) is one JSON line per record in `provenance.jsonl`, written with
 (<data dir>/jsonl/<output>/augmentation/).
 """
 
+import collections
 import contextlib
 import dataclasses
 import fcntl
@@ -227,12 +228,10 @@ def run(config: ml_collections.ConfigDict, workdir: str | pathlib.Path,
                       f'No knowledge base for {source.label}: not audited.')}
     for directory in (out, pathlib.Path(builder.data_dir).parent / SIDECAR):
       _write_sidecars(directory, outputs, audit_rows, info)
-  per_pass = {}
-  for o in outputs:
-    per_pass[o.provenance['pass']] = per_pass.get(o.provenance['pass'], 0) + 1
   if audit_rows:
     print(f'Audit of jsonl/{s.output}:\n{audit.table(audit_rows)}')
   return {'dataset': f'jsonl/{s.output}', 'documents': len(outputs),
-          'per_pass': per_pass,
+          'per_pass': dict(collections.Counter(o.provenance['pass']
+                                               for o in outputs)),
           'generated': journal.appended,
           'audit': [r for r in audit_rows if r['kind'] == 'all']}
