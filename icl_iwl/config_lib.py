@@ -387,8 +387,13 @@ def split_list(splits: str) -> list[str]:
 def _check_augment(a: ConfigDict) -> None:
   # pylint: disable=g-import-not-at-top
   from icl_iwl.augment import passes
+  from icl_iwl.data import datasets
   from icl_iwl.data.builders import user
   _check_dataset('augment', a.dataset, a.config, [a.split], probes=False)
+  source = datasets.resolve(a.dataset, a.config)
+  _require(bool(source.documents(a.split)), 'augment.dataset', a.dataset,
+           f'{source.label} has no documents (records with a text) in split '
+           f'{a.split!r} to augment')
   for field in ('samples', 'max_new_tokens', 'batch_size', 'context_budget'):
     _require(a[field] > 0, f'augment.{field}', a[field], 'must be > 0')
   _require(a.limit >= 0, 'augment.limit', a.limit, 'must be >= 0')

@@ -117,6 +117,7 @@ def test_every_augment_config_word_loads_and_validates():
     ({'augment.batch_size': 0}, r'augment.batch_size = 0: must be > 0'),
     ({'augment.output': 'my-data'}, r'augment.output .* \[A-Za-z0-9_\]'),
     ({'augment.split': 'tain'}, r"split of reversals/full .*'tain'"),
+    ({'augment.dataset': 'ictrain'}, r'ictrain/full has no documents'),
 ])
 def test_bad_augment_fields_are_named(fields, message):
   config = config_lib.load_file(f'{_CONFIGS / "augment.py"}:reversals')
