@@ -37,6 +37,7 @@ setuptools.setup(
         "bm25s>=0.2",
         "matplotlib>=3.8",
         "english-words>=2.0",
+        "pysbd>=0.3.4",  # Sentence splitting for augmentation.
         # Pinned: the reversal-curse names come from its lists, so another
         # version would silently change the dataset.
         "faker==40.63.0",

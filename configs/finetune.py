@@ -7,8 +7,11 @@
 
 arg: the dataset, then optional words: 'lora' (rank-16 adapters instead of
 full fine-tuning), 'bf16' (bf16 compute, f32 master weights), 'tiny' (a
-random two-layer model on the small dataset, for tests and laptops). The
-probe splits are scored every `eval.every` steps and at the end.
+random two-layer model on the small dataset, for tests and laptops),
+'augmented' (the documents plus jsonl/augment_<dataset>, which
+configs/augment.py:<dataset> writes; `data.mixture` sets the weights, see
+icl_iwl/augment/mixture.py). The probe splits (the original dataset's) are
+scored every `eval.every` steps and at the end.
 
 get_sweep(arg): learning rate x (full fine-tuning, LoRA rank 16), 6 runs:
 
@@ -26,7 +29,7 @@ _SEQ_LEN = {'semantic': 256}
 def get_config(arg: str | None = None):
   a = config_lib.parse_arg(arg, {'dataset': config_lib.DATASET_WORDS},
                            dataset='reversals', lora=False, bf16=False,
-                           tiny=False)
+                           tiny=False, augmented=False)
   c = config_lib.base('train')
   c.data = config_lib.data(a.dataset)
   if a.dataset == 'ictrain':  # Task pairs, not documents: IC-Train sequences.
@@ -48,6 +51,9 @@ def get_config(arg: str | None = None):
     c.checkpoint.every = 2
     c.eval.every = 3
     c.eval.limit = 8
+  if a.augmented:
+    name = config_lib.augmented_name(a.dataset, c.data.config)
+    c.data.mixture = f'original:1,jsonl/{name}:1'
   return c
 
 

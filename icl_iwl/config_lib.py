@@ -14,6 +14,7 @@ The blocks a job reads:
   eval        the probe dataset and splits                          (every job)
   scorer      eval.scoring.ScorerConfig                             (every job)
   icl         eval.icl.IclConfig                                    (eval_icl)
+  augment     augmentation passes (icl_iwl/augment/)                (augment)
 """
 
 import difflib
@@ -130,6 +131,35 @@ def evaluation(dataset: str = '', config: str = 'full', splits: str = '',
   runs every `every` steps and at the end (0: never)."""
   return ConfigDict(dict(dataset=dataset, config=config, splits=splits,
                          limit=limit, every=every))
+
+
+# The passes that each word of configs/augment.py's arg runs.
+AUGMENT_GROUPS = {'local': 'rephrase,reverse,infer', 'global': 'global',
+                  'split': 'sentences'}
+
+
+def augmented_name(dataset: str, config: str = 'full',
+                   groups: Sequence[str] = ()) -> str:
+  """The user dataset configs/augment.py writes from `dataset`:
+  augment_<dataset>[_<group>...][_<config>, unless 'full']."""
+  parts = ['augment', dataset.removeprefix('jsonl/'), *groups]
+  if config != 'full' and not dataset.startswith('jsonl/'):
+    parts.append(config)
+  return '_'.join(parts)
+
+
+def augment(dataset: str, templates: dict[str, str], **overrides) -> ConfigDict:
+  """Augmentation passes over `dataset`'s training documents (see
+  icl_iwl/augment/passes.py); `templates` by pass name."""
+  c = ConfigDict(dict(
+      dataset=dataset, config='full', split='train', limit=0,
+      passes=','.join(AUGMENT_GROUPS[g] for g in ('local', 'global')),
+      output=augmented_name(dataset), unit='sentence',
+      sentence_split='independent', samples=1, temperature=0.0,
+      max_new_tokens=64, stop=('\n',), seed=0, batch_size=8,
+      context_budget=4096, templates=templates))
+  c.update(overrides)
+  return c
 
 
 # Config files ---------------------------------------------------------------
@@ -361,6 +391,32 @@ def split_list(splits: str) -> list[str]:
   return [s.strip() for s in splits.split(',') if s.strip()]
 
 
+def _check_augment(a: ConfigDict) -> None:
+  # pylint: disable=g-import-not-at-top
+  from icl_iwl.augment import passes
+  from icl_iwl.data import datasets
+  from icl_iwl.data.builders import user
+  _check_dataset('augment', a.dataset, a.config, [a.split], probes=False)
+  source = datasets.resolve(a.dataset, a.config)
+  _require(bool(source.documents(a.split)), 'augment.dataset', a.dataset,
+           f'{source.label} has no documents (records with a text) in split '
+           f'{a.split!r} to augment')
+  for field in ('samples', 'max_new_tokens', 'batch_size', 'context_budget'):
+    _require(a[field] > 0, f'augment.{field}', a[field], 'must be > 0')
+  _require(a.limit >= 0, 'augment.limit', a.limit, 'must be >= 0')
+  _require(a.temperature >= 0, 'augment.temperature', a.temperature,
+           'must be >= 0')
+  _require(a.samples == 1 or a.temperature > 0, 'augment.samples', a.samples,
+           'several samples need augment.temperature > 0 (greedy ones are '
+           'all the same)')
+  _require(user.valid_name(a.output), 'augment.output', a.output,
+           'must match [A-Za-z0-9_]+ (the dataset is jsonl/<output>)')
+  try:
+    passes.check(a)
+  except ValueError as e:
+    raise ConfigError(f'config.{e}') from None
+
+
 def validate(config: ConfigDict, num_devices: int | None = None) -> None:
   """Raises ConfigError naming the first field that cannot work.
 
@@ -412,6 +468,14 @@ def validate(config: ConfigDict, num_devices: int | None = None) -> None:
     except ValueError as e:
       raise ConfigError(f'config.data.sampler = {d.sampler!r} on '
                         f'{d.dataset}/{d.split}: {e}') from None
+    if d.get('mixture'):
+      from icl_iwl.augment import mixture  # pylint: disable=g-import-not-at-top
+      try:
+        mixture.check(d)
+      except errors.UserError as e:
+        raise ConfigError(f'config.data.mixture = {d.mixture!r}: {e}') from None
+  if 'augment' in config:
+    _check_augment(config.augment)
   if 'eval' in config:
     e = config.eval
     _require(e.limit >= 0, 'eval.limit', e.limit, 'must be >= 0')
