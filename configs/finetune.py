@@ -9,7 +9,7 @@ arg: the dataset, then optional words: 'lora' (rank-16 adapters instead of
 full fine-tuning), 'bf16' (bf16 compute, f32 master weights), 'tiny' (a
 random two-layer model on the small dataset, for tests and laptops),
 'augmented' (the documents plus jsonl/augment_<dataset>, which
-configs/augment.py:<dataset> writes; `data.mixture` sets the weights, see
+configs/augment.py:<dataset> writes; `data.sources` sets the weights, see
 icl_iwl/augment/mixture.py). The probe splits (the original dataset's) are
 scored every `eval.every` steps and at the end.
 
@@ -53,7 +53,7 @@ def get_config(arg: str | None = None):
     c.eval.limit = 8
   if a.augmented:
     name = config_lib.augmented_name(a.dataset, c.data.config)
-    c.data.mixture = f'original:1,jsonl/{name}:1'
+    c.data.sources = f'original:1,jsonl/{name}:1'
   return c
 
 

@@ -105,12 +105,15 @@ def data(dataset: str, **overrides) -> ConfigDict:
   context; 'similar' and 'contrastive' rank them by `similarity` ('bm25' or
   'embedding'); 'contrastive' draws its grade (similar slots) g with
   probability grades[g] and, with `near_duplicates`, fills them with pairs
-  one word away with another output first; 'mixture' is 'name:weight,...'.
+  one word away with another output first; `mixture` is the samplers' mix
+  for sampler 'mixture', 'name:weight,...'. `sources` mixes other datasets
+  into the training records, e.g. 'original:1,jsonl/augment_reversals:1'
+  (augmented fine-tuning, see augment/mixture.py; '' is the split alone).
   """
   c = ConfigDict(dict(dataset=dataset, config='full', split='train',
                       sampler='documents', num_context=4, seed=0,
                       similarity='bm25', grades=(0.5, 0.5),
-                      near_duplicates=False, mixture=''))
+                      near_duplicates=False, mixture='', sources=''))
   c.update(overrides)
   return c
 
@@ -468,12 +471,12 @@ def validate(config: ConfigDict, num_devices: int | None = None) -> None:
     except ValueError as e:
       raise ConfigError(f'config.data.sampler = {d.sampler!r} on '
                         f'{d.dataset}/{d.split}: {e}') from None
-    if d.get('mixture'):
+    if d.get('sources'):
       from icl_iwl.augment import mixture  # pylint: disable=g-import-not-at-top
       try:
         mixture.check(d)
       except errors.UserError as e:
-        raise ConfigError(f'config.data.mixture = {d.mixture!r}: {e}') from None
+        raise ConfigError(f'config.data.sources = {d.sources!r}: {e}') from None
   if 'augment' in config:
     _check_augment(config.augment)
   if 'eval' in config:

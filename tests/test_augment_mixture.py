@@ -44,7 +44,7 @@ def test_parse():
 
 def test_without_a_mixture_the_records_are_the_split(data_dir):
   data = _finetune('reversals,tiny').data
-  assert 'mixture' not in data
+  assert data.sources == ''
   assert mixture.training_records(data) == datasets.resolve(
       'reversals', 'small', data_dir).records('train')
 
@@ -53,7 +53,7 @@ def test_weights_repeat_each_source(data_dir):
   _write('aug', 10, data_dir)
   data = _finetune().data
   original = datasets.resolve('reversals', 'small').records('train')
-  data.mixture = 'original:1,jsonl/aug:2.5'
+  data.sources = 'original:1,jsonl/aug:2.5'
   records = mixture.training_records(data)
   sources = collections.Counter(r['id'].split('#')[0] for r in records)
   assert sources == {'original': len(original), 'jsonl/aug': 25}
@@ -62,7 +62,7 @@ def test_weights_repeat_each_source(data_dir):
   repeats = sorted(v for t, v in texts.items() if 'aug says' in t)
   assert repeats == [2] * 5 + [3] * 5
   assert records == mixture.training_records(data)  # Seeded.
-  data.mixture = 'original:0.5,jsonl/aug:0'
+  data.sources = 'original:0.5,jsonl/aug:0'
   half = mixture.training_records(data)
   assert len(half) == len(original) // 2
   assert {r['text'] for r in half} < {r['text'] for r in original}
@@ -73,9 +73,9 @@ def test_weights_repeat_each_source(data_dir):
 def test_finetune_augmented_mixes_the_augmented_dataset_and_scores_the_original(
     data_dir):
   config = _finetune()
-  assert config.data.mixture == 'original:1,jsonl/augment_reversals_small:1'
+  assert config.data.sources == 'original:1,jsonl/augment_reversals_small:1'
   with pytest.raises(config_lib.ConfigError,
-                     match=r'config.data.mixture = .*no jsonl/augment_reversals'
+                     match=r'config.data.sources = .*no jsonl/augment_reversals'
                            r'_small .*configs/augment.py:reversals '):
     config_lib.validate(config, num_devices=8)
   _write('augment_reversals_small', 3, data_dir)

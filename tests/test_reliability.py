@@ -185,6 +185,8 @@ def test_configs_import_without_jax():
 
 _WORDS = {
     'quickstart.py': ['', 'tiny'],
+    'augment.py': [f'{d}{w}' for d in datasets.names() if d != 'ictrain'
+                   for w in ('', ',local', ',global', ',split', ',tiny')],
     'experiment.py': [f'{d}{w}' for d in datasets.names() for w in ('', ',tiny', ',full')],
     'eval_icl.py': [f'{d}{t}' for d in datasets.names() for t in ('', ',tiny')],
     'finetune.py': [f'{d}{w}' for d in datasets.names()
@@ -202,7 +204,7 @@ def test_every_config_file_loads_with_every_arg_word_and_validates():
 
 
 @pytest.mark.parametrize('arg, message', [
-    ('reversals,tyny', r"Unknown word .*'tyny'. Did you mean 'tiny'\? Valid: bf16, "),
+    ('reversals,tyny', r"Unknown word .*'tyny'. Did you mean 'tiny'\? Valid: augmented, bf16, "),
     ('semantik', r"'semantik'. Did you mean 'semantic'"),
     ('reversals,lora=maybe', r"lora='maybe' is not a bool"),
     ('reversals,steps=3', r"Unknown field .*'steps'"),

@@ -1,14 +1,14 @@
 """Augmented fine-tuning: the original documents mixed with augmented ones.
 
-    config.data.mixture = 'original:1,jsonl/augment_reversals:1'
+    config.data.sources = 'original:1,jsonl/augment_reversals:1'
     records = mixture.training_records(config.data)  # what a sampler gets
 
-`data.mixture` lists `<dataset>[:<weight>]` entries, comma-separated:
+`data.sources` lists `<dataset>[:<weight>]` entries, comma-separated:
 'original' is `data.dataset`'s split `data.split`; any other name is a
 dataset (e.g. one written by configs/augment.py) whose 'train' split is
 mixed in. A weight is how often each of a source's documents occurs per
 epoch: 1 once, 2 twice, 0.5 a seeded half of them (`data.seed`), 0 never.
-Without `data.mixture`, the records are `data.split` of `data.dataset`
+Without `data.sources`, the records are `data.split` of `data.dataset`
 unchanged. Evaluation still scores the original dataset's probes
 (`config.eval.dataset` '' means `data.dataset`).
 """
@@ -61,8 +61,8 @@ def _records(data: ml_collections.ConfigDict, name: str,
 
 
 def check(data: ml_collections.ConfigDict, data_dir: str | None = None) -> None:
-  """Raises UserError unless every source of `data.mixture` has documents."""
-  for name, _ in parse(data.mixture):
+  """Raises UserError unless every source of `data.sources` has documents."""
+  for name, _ in parse(data.sources):
     if name != ORIGINAL:
       datasets.check_name(name)
       ds = datasets.resolve(name, data.config, data_dir)
@@ -97,11 +97,11 @@ def training_records(data: ml_collections.ConfigDict,
 
   Mixed records get ids '<source>#<copy>:<id>' so that they stay unique.
   """
-  if not data.get('mixture'):
+  if not data.get('sources'):
     return datasets.resolve(data.dataset, data.config, data_dir).records(
         data.split)
   out = []
-  for name, weight in parse(data.mixture):
+  for name, weight in parse(data.sources):
     records = _records(data, name, data_dir)
     rng = random.Random(f'mixture:{data.seed}:{name}')
     copies: dict[str, int] = {}

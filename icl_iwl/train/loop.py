@@ -26,6 +26,7 @@ import tqdm
 
 from icl_iwl import config_lib
 from icl_iwl import runtime
+from icl_iwl.augment import mixture
 from icl_iwl.checkpoints import manager
 from icl_iwl.data import datasets
 from icl_iwl.data import embedding
@@ -106,7 +107,8 @@ def _batches(config: ml_collections.ConfigDict, tok, embed: Any = None) -> Any:
   if jax.process_index() == 0:  # Build the dataset once, before others read it.
     dataset.splits()
   multihost_utils.sync_global_devices('dataset ready')
-  records = dataset.records(config.data.split)
+  records = mixture.training_records(config.data)  # The split, plus any
+  # augmented datasets of `data.sources`.
   sampler = samplers.SAMPLERS.get(config.data.sampler)(records, config.data, embed)
   tc = config.train
   pipeline.check_lengths(sampler, tok, tc.seq_len, config.data.seed)
