@@ -9,38 +9,15 @@
 
 from typing import Any
 
-import jax.numpy as jnp
 import ml_collections
 
 from icl_iwl.checkpoints import gguf
 from icl_iwl.checkpoints import hf
 from icl_iwl.checkpoints.params import CheckpointError
 from icl_iwl.data import tokenizer as tokenizer_lib
+from icl_iwl.model import build
 from icl_iwl.model import gemma
-from icl_iwl.model import layers
 from icl_iwl.model import presets
-
-DTYPES = {'float32': jnp.float32, 'bfloat16': jnp.bfloat16}
-
-
-def dtype(name: str):
-  """jnp dtype from its config name."""
-  if name not in DTYPES:
-    raise ValueError(f'Unknown dtype {name!r}; use one of {sorted(DTYPES)}.')
-  return DTYPES[name]
-
-
-def model_from_config(config: ml_collections.ConfigDict,
-                      arch: presets.GemmaConfig | None = None) -> gemma.Transformer:
-  """The Transformer module a model config describes."""
-  lora = None
-  if config.lora.rank:
-    lora = layers.LoraConfig(config.lora.rank, config.lora.alpha,
-                             tuple(config.lora.targets))
-  return gemma.Transformer(
-      arch or presets.get(config.preset), dtype=dtype(config.dtype),
-      param_dtype=dtype(config.param_dtype), remat=config.remat, lora=lora)
-
 
 def load(config: ml_collections.ConfigDict,
          ) -> tuple[gemma.Transformer, Any, tokenizer_lib.Tokenizer]:
@@ -69,4 +46,4 @@ def load(config: ml_collections.ConfigDict,
   if tok.vocab_size > preset.vocab_size:
     raise CheckpointError(f'The tokenizer has {tok.vocab_size} tokens but preset '
                           f'{preset.name!r} embeds only {preset.vocab_size}.')
-  return model_from_config(config, arch), params, tok
+  return build.model(config), params, tok
