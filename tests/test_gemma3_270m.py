@@ -106,7 +106,7 @@ def test_logits_match_transformers_gguf_load(reference):
 
 def test_cached_conversion_equals_a_fresh_conversion():
   _, cached = gguf.load_embedded()
-  _, fresh = gguf.load(paths.embedded_gguf())
+  _, fresh, _ = gguf.load(paths.embedded_gguf())
   cached, fresh = params_lib.flatten(cached), params_lib.flatten(fresh)
   assert cached.keys() == fresh.keys()
   for key in fresh:

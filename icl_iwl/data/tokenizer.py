@@ -204,7 +204,7 @@ class Tokenizer:
     return i
 
 
-def sentencepiece_model_from_gguf(path: str | os.PathLike) -> bytes:
+def sentencepiece_model_from_gguf(reader: gguf.GGUFReader) -> bytes:
   """A serialized SentencePiece `ModelProto` rebuilt from GGUF metadata.
 
   Only tokenizer model 'llama' (SentencePiece BPE) is supported. Besides
@@ -216,9 +216,11 @@ def sentencepiece_model_from_gguf(path: str | os.PathLike) -> bytes:
       GGUF loader), so runs longer than the longest token split by BPE merges,
       not greedily. Merge priority is the file order, so score = -index.
 
-  Reading the GGUF takes ~20 s (the gguf reader parses every field).
+  Args:
+    reader: the open GGUF file (`gguf.GGUFReader(path)` parses every field,
+      ~20 s for Gemma's; open it once, see `checkpoints.gguf.load`).
   """
-  reader = gguf.GGUFReader(path)
+  path = reader.data.filename
 
   def field(name: str, default: object = None) -> object:
     found = reader.get_field(f'tokenizer.ggml.{name}')
@@ -266,11 +268,6 @@ def from_sentencepiece_model(model: bytes) -> Tokenizer:
   return Tokenizer(backend, backend.model_special_ids())
 
 
-def from_gguf(path: str | os.PathLike) -> Tokenizer:
-  """The tokenizer in a GGUF file's metadata (~20 s; see `load_default`)."""
-  return from_sentencepiece_model(sentencepiece_model_from_gguf(path))
-
-
 def default_model_path() -> pathlib.Path:
   """Where `load_default` caches the rebuilt SentencePiece model."""
   return paths.cache_dir() / 'gemma3_270m' / f'tokenizer-v{_BUILDER_VERSION}.model'
@@ -285,7 +282,7 @@ def load_default() -> Tokenizer:
   """
   path = default_model_path()
   if not path.exists():
-    model = sentencepiece_model_from_gguf(paths.embedded_gguf())
+    model = sentencepiece_model_from_gguf(gguf.GGUFReader(paths.embedded_gguf()))
     with paths.atomic_path(path) as tmp:
       tmp.write_bytes(model)
   return from_sentencepiece_model(path.read_bytes())
