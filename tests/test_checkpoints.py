@@ -1,9 +1,10 @@
 """Loaders: tiny random transformers models, saved as safetensors or written
 as GGUF files, round-trip to identical logits; a GGUF is read once; a
-checkpoint of another architecture than the preset and bad files fail with
-messages that name the problem."""
+checkpoint of another architecture than the preset, bad files and damaged
+caches fail or rebuild with messages that name the problem."""
 
 import json
+import logging
 import re
 
 import gguf as gguf_lib
@@ -16,10 +17,13 @@ import torch
 import transformers
 
 from icl_iwl import config_lib
+from icl_iwl import paths
 from icl_iwl.checkpoints import gguf
 from icl_iwl.checkpoints import hf
 from icl_iwl.checkpoints import load
+from icl_iwl.checkpoints import params as params_lib
 from icl_iwl.checkpoints.params import CheckpointError
+from icl_iwl.data import tokenizer
 from icl_iwl.model import cache
 from icl_iwl.model import gemma
 from icl_iwl.model import presets
@@ -333,3 +337,77 @@ def test_hf_of_another_architecture_names_every_differing_field(tmp_path):
   with pytest.raises(CheckpointError) as error:
     load.load(config_lib.model('tiny', f'hf:{tmp_path}'))
   _assert_names_exactly(error, lines)
+
+
+# ---------------------------------------------------------------------------
+# Damaged caches: named in a warning and rebuilt (tiny GGUF files stand in
+# for the embedded model).
+
+def _damage(path, how: str):
+  data = path.read_bytes()
+  if how == 'truncated':
+    path.write_bytes(data[:len(data) // 2])
+  elif how == 'one byte changed':
+    k = len(data) - 3  # In the data, past any header.
+    path.write_bytes(data[:k] + bytes([data[k] ^ 1]) + data[k + 1:])
+  else:  # 'no checksum file'
+    path.with_name(path.name + '.crc32').unlink()
+
+
+_DAMAGE = ['truncated', 'one byte changed', 'no checksum file']
+
+
+@pytest.mark.parametrize('how', _DAMAGE)
+def test_damaged_weights_cache_is_named_and_rebuilt(tmp_path, how, caplog):
+  path, _ = _save_gguf(tmp_path)
+  config = gguf.config_from_gguf(gguf.read(path), str(path))
+  cache_file = tmp_path / 'cache' / 'params.safetensors'
+  fresh = params_lib.flatten(gguf._load_cached(path, config, cache_file))
+  assert (tmp_path / 'cache' / 'params.safetensors.crc32').is_file()
+  with caplog.at_level(logging.WARNING):
+    cached = params_lib.flatten(gguf._load_cached(path, config, cache_file))
+  assert not caplog.records  # An intact cache loads silently.
+  _damage(cache_file, how)
+  with caplog.at_level(logging.WARNING):
+    rebuilt = params_lib.flatten(gguf._load_cached(path, config, cache_file))
+  assert [r.levelno for r in caplog.records] == [logging.WARNING]
+  assert str(cache_file) in caplog.text and 'Corrupt cache' in caplog.text
+  for key in fresh:
+    np.testing.assert_array_equal(cached[key], fresh[key], err_msg=key)
+    np.testing.assert_array_equal(rebuilt[key], fresh[key], err_msg=key)
+  # The rebuilt cache is intact again: it loads without a warning.
+  caplog.clear()
+  with caplog.at_level(logging.WARNING):
+    gguf._load_cached(path, config, cache_file)
+  assert not caplog.records
+
+
+@pytest.fixture
+def tiny_default_tokenizer(tmp_path, monkeypatch):
+  """`tokenizer.load_default` building from a tiny GGUF into a private cache."""
+  path, _ = _save_gguf(tmp_path)
+  monkeypatch.setenv('ICL_IWL_CACHE', str(tmp_path / 'cache'))
+  monkeypatch.setattr(paths, 'embedded_gguf', lambda: path)
+  tokenizer.load_default.cache_clear()
+  yield
+  tokenizer.load_default.cache_clear()  # Later tests get the real one.
+
+
+@pytest.mark.parametrize('how', _DAMAGE)
+def test_damaged_tokenizer_cache_is_named_and_rebuilt(tiny_default_tokenizer, how,
+                                                      caplog):
+  del tiny_default_tokenizer
+  texts = ['ab cd ef', 'a b c <eos>', 'jihgfedcba']
+  expected = tokenizer.load_default().encode_batch(texts, add_bos=True)
+  cache_file = tokenizer.default_model_path()
+  assert str(cache_file).startswith(str(paths.cache_dir()))
+  built = cache_file.read_bytes()
+  _damage(cache_file, how)
+  tokenizer.load_default.cache_clear()
+  with caplog.at_level(logging.WARNING):
+    tok = tokenizer.load_default()
+  assert [r.levelno for r in caplog.records] == [logging.WARNING]
+  assert str(cache_file) in caplog.text and 'Corrupt cache' in caplog.text
+  assert tok.encode_batch(texts, add_bos=True) == expected
+  assert tok.vocab_size == len(_TOKENS)
+  assert cache_file.read_bytes() == built

