@@ -362,14 +362,15 @@ def test_damaged_weights_cache_is_named_and_rebuilt(tmp_path, how, caplog):
   path, _ = _save_gguf(tmp_path)
   config = gguf.config_from_gguf(gguf.read(path), str(path))
   cache_file = tmp_path / 'cache' / 'params.safetensors'
-  fresh = params_lib.flatten(gguf._load_cached(path, config, cache_file))
+  fresh = params_lib.flatten(gguf._load_cached(lambda: path, config, cache_file))
   assert (tmp_path / 'cache' / 'params.safetensors.crc32').is_file()
-  with caplog.at_level(logging.WARNING):
-    cached = params_lib.flatten(gguf._load_cached(path, config, cache_file))
-  assert not caplog.records  # An intact cache loads silently.
+  with caplog.at_level(logging.WARNING):  # An intact cache loads silently.
+    cached = params_lib.flatten(gguf._load_cached(
+        lambda: pytest.fail('converted although the cache is intact'), config, cache_file))
+  assert not caplog.records
   _damage(cache_file, how)
   with caplog.at_level(logging.WARNING):
-    rebuilt = params_lib.flatten(gguf._load_cached(path, config, cache_file))
+    rebuilt = params_lib.flatten(gguf._load_cached(lambda: path, config, cache_file))
   assert [r.levelno for r in caplog.records] == [logging.WARNING]
   assert str(cache_file) in caplog.text and 'Corrupt cache' in caplog.text
   for key in fresh:
@@ -378,7 +379,7 @@ def test_damaged_weights_cache_is_named_and_rebuilt(tmp_path, how, caplog):
   # The rebuilt cache is intact again: it loads without a warning.
   caplog.clear()
   with caplog.at_level(logging.WARNING):
-    gguf._load_cached(path, config, cache_file)
+    gguf._load_cached(lambda: pytest.fail('converted again'), config, cache_file)
   assert not caplog.records
 
 

