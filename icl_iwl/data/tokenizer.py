@@ -221,7 +221,7 @@ def sentencepiece_model_from_gguf(reader: gguf.GGUFReader) -> bytes:
 
   Args:
     reader: the open GGUF file (`gguf.GGUFReader(path)` parses every field,
-      ~20 s for Gemma's; open it once, see `checkpoints.gguf.load`).
+      ~9 s for Gemma 3's; open it once, see `checkpoints.gguf.load`).
   """
   path = reader.data.filename
 
@@ -305,7 +305,7 @@ def _read_cache(path: pathlib.Path) -> bytes | None:
 def load_default() -> Tokenizer:
   """The tokenizer of the embedded Gemma 3 270M.
 
-  Rebuilt from the GGUF once (~20 s) into `default_model_path()`, with its
+  Rebuilt from the GGUF once (~10 s) into `default_model_path()`, with its
   CRC-32 beside it (<file>.crc32, written after it); later loads take ~0.4 s.
   A cache that fails its checksum (truncated, overwritten) is named in a
   warning and rebuilt.
