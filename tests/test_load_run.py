@@ -88,7 +88,12 @@ def full_run(tmp_path_factory):
 
 def test_full_fine_tuning_run_loads_its_trained_weights(full_run):
   workdir, _, saved = full_run
+  # The run is still training: step 4 is being saved. Loading leaves it alone.
+  in_flight = workdir / 'checkpoints' / '4.orbax-checkpoint-tmp-1796195361'
+  in_flight.mkdir()
   model, params, tok = _load(workdir)
+  assert in_flight.is_dir()
+  in_flight.rmdir()
   assert model.lora is None and tok is tokenizer.load_default()  # Base 'random'.
   reference = gemma.Transformer(presets.get('tiny'))
   np.testing.assert_array_equal(_logits(model, params), _logits(reference, saved[3]))

@@ -24,10 +24,10 @@ from typing import Any
 import jax
 import ml_collections
 import numpy as np
+import orbax.checkpoint as ocp
 
 from icl_iwl.checkpoints import gguf
 from icl_iwl.checkpoints import hf
-from icl_iwl.checkpoints import manager
 from icl_iwl.checkpoints import params as params_lib
 from icl_iwl.checkpoints.params import CheckpointError
 from icl_iwl.data import tokenizer as tokenizer_lib
@@ -146,6 +146,21 @@ def _best_step(workdir: pathlib.Path, run: ml_collections.ConfigDict,
   return best
 
 
+def _read_params(path: pathlib.Path) -> dict[str, Any]:
+  """{'params', 'frozen'} of a saved train state, as host numpy arrays.
+
+  Like `Checkpointer.load_numpy` (any mesh or process count saved it), but
+  read-only and without the optimizer moments: opening a Checkpointer
+  deletes the in-flight saves of a run that is still training.
+  """
+  checkpointer = ocp.PyTreeCheckpointer()
+  saved = checkpointer.metadata(path).item_metadata.tree
+  wanted = {k: saved[k] for k in ('params', 'frozen') if k in saved}
+  restore_args = jax.tree.map(lambda _: ocp.RestoreArgs(restore_type=np.ndarray), wanted)
+  return checkpointer.restore(path, args=ocp.args.PyTreeRestore(
+      item=wanted, restore_args=restore_args, partial_restore=True))
+
+
 def _run_params(spec: str, preset: presets.GemmaConfig) -> Any:
   """The params of 'WORKDIR[@which]' (LoRA merged, host numpy arrays)."""
   workdir, _, which = spec.partition('@')
@@ -159,14 +174,9 @@ def _run_params(spec: str, preset: presets.GemmaConfig) -> Any:
   directory = pathlib.Path(workdir).absolute() / 'checkpoints'
   if not directory.is_dir():
     raise CheckpointError(f'{source}: no checkpoint ({directory} does not exist)')
-  ckpt = manager.Checkpointer(directory, async_save=False)
-  try:
-    step = _step(directory, which, run, ckpt.all_steps())
-    state = ckpt.load_numpy(step)
-  finally:
-    ckpt.close()
+  step = _step(directory, which, run, ocp.path.step.checkpoint_steps(directory))
+  state = _read_params(directory / str(step) / 'state')
   params = state_lib.merge(state['params'], state.get('frozen') or {})
-  del state  # The optimizer moments.
   if model.lora is not None:
     params = jax.tree.map(np.asarray, lora_lib.merge(model, params))
   params_lib.check(params_lib.flatten(params), preset, f'{source}@{step}')
