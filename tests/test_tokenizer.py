@@ -3,6 +3,7 @@
 import json
 import shutil
 
+import gguf
 import numpy as np
 import pytest
 import tokenizers
@@ -208,7 +209,7 @@ def _assert_same_ids(ours: tokenizer.Tokenizer, reference) -> int:
 
 @pytest.fixture(scope='module')
 def rebuilt_model() -> bytes:
-  return tokenizer.sentencepiece_model_from_gguf(paths.embedded_gguf())
+  return tokenizer.sentencepiece_model_from_gguf(gguf.GGUFReader(paths.embedded_gguf()))
 
 
 @pytest.mark.real_model

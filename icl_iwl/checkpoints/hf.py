@@ -4,7 +4,6 @@
 layouts; the GGUF loader renames its tensors to these names and reuses it.
 """
 
-import dataclasses
 import json
 import pathlib
 from typing import Mapping
@@ -84,19 +83,7 @@ def config_from_hf(cfg: Mapping) -> GemmaConfig:
       transpose_gating_einsum=gemma3,
       norm_eps=cfg.get('rms_norm_eps', 1e-6),
   )
-  return _as_preset(config)
-
-
-def _as_preset(config: GemmaConfig) -> GemmaConfig:
-  """The registered preset with this architecture, else `config` itself."""
-  for name in presets.PRESETS.names():
-    preset = presets.get(name)
-    same = dataclasses.replace(
-        config, name=preset.name,
-        transpose_gating_einsum=preset.transpose_gating_einsum)
-    if same == preset:
-      return preset
-  return config
+  return presets.find(config)
 
 
 def _strip(name: str) -> str:
@@ -196,10 +183,16 @@ def load(path: str | pathlib.Path, config: GemmaConfig | None = None,
 
   Args:
     path: directory with config.json and *.safetensors (sharded or not).
-    config: the architecture to load into; default: derived from config.json.
+    config: the architecture to load into (checked against config.json's);
+      default: config.json's own.
 
   Returns:
     (config, nested param tree of numpy arrays in the checkpoint's dtype).
+
+  Raises:
+    CheckpointError: if a file is missing or unreadable, the architecture
+      differs from `config` (naming every differing field), or a tensor is
+      missing, extra or misshapen.
   """
   path = pathlib.Path(path)
   config_file = path / 'config.json'
@@ -210,7 +203,11 @@ def load(path: str | pathlib.Path, config: GemmaConfig | None = None,
     hf_config = json.loads(config_file.read_text())
   except json.JSONDecodeError as e:
     raise CheckpointError(f'{config_file}: invalid JSON ({e})') from e
-  config = config or config_from_hf(hf_config)
+  found = config_from_hf(hf_config)
+  if config is None:
+    config = found
+  else:
+    params_lib.check_architecture(found, config, str(path))
   files = sorted(path.glob('*.safetensors'))
   if not files:
     raise CheckpointError(f'{path}: no *.safetensors files')

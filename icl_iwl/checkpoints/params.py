@@ -1,4 +1,5 @@
-"""Param trees: flat '/'-joined views, and checks against a preset's shapes."""
+"""Param trees: flat '/'-joined views, and checks of a checkpoint against a
+preset (its architecture, its param shapes)."""
 
 from typing import Any, Mapping
 
@@ -62,3 +63,19 @@ def check(flat: Mapping[str, np.ndarray], config: presets.GemmaConfig,
   if problems:
     raise CheckpointError(
         f'{source} does not match preset {config.name!r}:\n  ' + '\n  '.join(problems))
+
+
+def check_architecture(found: presets.GemmaConfig, preset: presets.GemmaConfig,
+                       source: str) -> None:
+  """Raises CheckpointError naming every field where the architecture a
+  checkpoint states (`found`) differs from `preset`, with both values."""
+  def show(value):
+    if isinstance(value, tuple) and value and isinstance(value[0], presets.AttentionType):
+      return str(tuple(t.value for t in value))
+    return repr(value)
+
+  problems = [f'{field}: {show(got)} in the checkpoint, {show(want)} in the preset'
+              for field, (got, want) in presets.mismatches(found, preset).items()]
+  if problems:
+    raise CheckpointError(f'{source} is not a {preset.name!r} model:\n  '
+                          + '\n  '.join(problems))

@@ -20,10 +20,12 @@ from the `tokenizer.ggml.*` metadata, and `load_default` caches it.
 import functools
 import itertools
 import json
+import logging
 import os
 import pathlib
 import re
 from typing import Iterable, Protocol, Sequence
+import zlib
 
 import gguf
 import sentencepiece as spm
@@ -46,8 +48,9 @@ _SPECIAL_NAMES = ('pad', 'eos', 'bos', 'unk')
 # Gemma's special ids, for Hugging Face directories that do not state them.
 _GEMMA_SPECIAL_IDS = {'pad': 0, 'eos': 1, 'bos': 2, 'unk': 3}
 _SPACE = '\u2581'  # SentencePiece's escaped whitespace.
-# Bump when `sentencepiece_model_from_gguf` changes: old caches are then ignored.
-_BUILDER_VERSION = 1
+# Bump when `sentencepiece_model_from_gguf` or the cache format changes: old
+# caches are then ignored (2: a CRC-32 file beside the cache).
+_BUILDER_VERSION = 2
 
 
 class _Backend(Protocol):
@@ -204,7 +207,7 @@ class Tokenizer:
     return i
 
 
-def sentencepiece_model_from_gguf(path: str | os.PathLike) -> bytes:
+def sentencepiece_model_from_gguf(reader: gguf.GGUFReader) -> bytes:
   """A serialized SentencePiece `ModelProto` rebuilt from GGUF metadata.
 
   Only tokenizer model 'llama' (SentencePiece BPE) is supported. Besides
@@ -216,9 +219,11 @@ def sentencepiece_model_from_gguf(path: str | os.PathLike) -> bytes:
       GGUF loader), so runs longer than the longest token split by BPE merges,
       not greedily. Merge priority is the file order, so score = -index.
 
-  Reading the GGUF takes ~20 s (the gguf reader parses every field).
+  Args:
+    reader: the open GGUF file (`gguf.GGUFReader(path)` parses every field,
+      ~9 s for Gemma 3's; open it once, see `checkpoints.gguf.load`).
   """
-  reader = gguf.GGUFReader(path)
+  path = reader.data.filename
 
   def field(name: str, default: object = None) -> object:
     found = reader.get_field(f'tokenizer.ggml.{name}')
@@ -266,29 +271,54 @@ def from_sentencepiece_model(model: bytes) -> Tokenizer:
   return Tokenizer(backend, backend.model_special_ids())
 
 
-def from_gguf(path: str | os.PathLike) -> Tokenizer:
-  """The tokenizer in a GGUF file's metadata (~20 s; see `load_default`)."""
-  return from_sentencepiece_model(sentencepiece_model_from_gguf(path))
-
-
 def default_model_path() -> pathlib.Path:
   """Where `load_default` caches the rebuilt SentencePiece model."""
   return paths.cache_dir() / 'gemma3_270m' / f'tokenizer-v{_BUILDER_VERSION}.model'
+
+
+def _checksum_file(path: pathlib.Path) -> pathlib.Path:
+  return path.with_name(path.name + '.crc32')
+
+
+def _crc32(data: bytes) -> str:
+  return f'{zlib.crc32(data):08x}'
+
+
+def _read_cache(path: pathlib.Path) -> bytes | None:
+  """The cached model, or None (with a warning naming the file if it exists
+  but is damaged: no checksum file, or a CRC-32 that differs from it)."""
+  if not path.exists():
+    return None
+  checksum = _checksum_file(path)
+  model = path.read_bytes()
+  if not checksum.exists():
+    problem = f'no {checksum.name}'
+  elif checksum.read_text().strip() != _crc32(model):
+    problem = f'its CRC-32 differs from {checksum.name}'
+  else:
+    return model
+  logging.warning('Corrupt cache %s (%s); rebuilding it.', path, problem)
+  return None
 
 
 @functools.cache
 def load_default() -> Tokenizer:
   """The tokenizer of the embedded Gemma 3 270M.
 
-  Rebuilt from the GGUF once (~20 s) into `default_model_path()`; later loads
-  take ~0.4 s.
+  Rebuilt from the GGUF once (~10 s) into `default_model_path()`, with its
+  CRC-32 beside it (<file>.crc32, written after it); later loads take ~0.4 s.
+  A cache that fails its checksum (truncated, overwritten) is named in a
+  warning and rebuilt.
   """
   path = default_model_path()
-  if not path.exists():
-    model = sentencepiece_model_from_gguf(paths.embedded_gguf())
+  model = _read_cache(path)
+  if model is None:
+    model = sentencepiece_model_from_gguf(gguf.GGUFReader(paths.embedded_gguf()))
     with paths.atomic_path(path) as tmp:
       tmp.write_bytes(model)
-  return from_sentencepiece_model(path.read_bytes())
+    with paths.atomic_path(_checksum_file(path)) as tmp:
+      tmp.write_text(_crc32(model) + '\n')
+  return from_sentencepiece_model(model)
 
 
 def from_hf_dir(path: str | os.PathLike) -> Tokenizer:

@@ -10,13 +10,15 @@ every contraction accumulates in float32 (`preferred_element_type`), which is
 what TPUs want and, for bf16 on this kind of CPU, 2x faster than bf16 output.
 """
 
-import dataclasses
-import math
 from typing import Any
 
 from flax import linen as nn
 import jax
 import jax.numpy as jnp
+
+# LoRA lives in lora.py; gemma.py still names these through layers.
+from icl_iwl.model.lora import LoraConfig
+from icl_iwl.model.lora import with_lora
 
 Dtype = Any
 
@@ -32,46 +34,6 @@ def einsum(
       eqn, x.astype(dtype), y.astype(dtype), preferred_element_type=jnp.float32
   )
   return out.astype(out_dtype or dtype)
-
-
-@dataclasses.dataclass(frozen=True)
-class LoraConfig:
-  """Low-rank adapters: W + (alpha / rank) * A @ B on the `targets` weights.
-
-  targets name weights: q_einsum, kv_einsum, qkv_einsum, attn_vec_einsum,
-  gating_einsum, linear.
-  """
-
-  rank: int
-  alpha: float = 16.0
-  targets: tuple[str, ...] = ('q_einsum', 'kv_einsum', 'qkv_einsum',
-                              'attn_vec_einsum', 'gating_einsum', 'linear')
-
-
-def with_lora(module: nn.Module, target: str, weight_name: str, w: jax.Array,
-              eqn: str, lora: LoraConfig | None) -> jax.Array:
-  """`w`, plus its LoRA update if `target` is adapted.
-
-  The weight's dims contracted with the input in `eqn` ('x,w->y') go through
-  A [in, rank] (params `<weight_name>_lora_a`), the others through B [rank,
-  out] (`<weight_name>_lora_b`). B starts at zero: training starts exactly
-  from the base model.
-  """
-  if lora is None or not lora.rank or target not in lora.targets:
-    return w
-  x_letters, w_letters = eqn.split('->')[0].split(',')
-  ins = [i for i, c in enumerate(w_letters) if c in x_letters]
-  outs = [i for i, c in enumerate(w_letters) if c not in x_letters]
-  n_in = math.prod(w.shape[i] for i in ins)
-  n_out = math.prod(w.shape[i] for i in outs)
-  a = module.param(f'{weight_name}_lora_a', nn.with_logical_partitioning(
-      nn.initializers.normal(n_in**-0.5), (None, None)), (n_in, lora.rank), w.dtype)
-  b = module.param(f'{weight_name}_lora_b', nn.with_logical_partitioning(
-      nn.initializers.zeros_init(), (None, None)), (lora.rank, n_out), w.dtype)
-  delta = (a.astype(jnp.float32) @ b.astype(jnp.float32)) * (lora.alpha / lora.rank)
-  order = ins + outs  # Axis k of `delta` is axis order[k] of w.
-  delta = delta.reshape([w.shape[i] for i in order])
-  return w + delta.transpose([order.index(j) for j in range(w.ndim)]).astype(w.dtype)
 
 
 class Einsum(nn.Module):

@@ -7,6 +7,8 @@ tokenizer.
 
 import dataclasses
 import enum
+import math
+from typing import Any
 
 from icl_iwl import registry
 
@@ -171,3 +173,35 @@ def tiny() -> GemmaConfig:
 def get(name: str) -> GemmaConfig:
   """The preset called `name`; unknown names list the close valid ones."""
   return PRESETS.get(name)()
+
+
+# Fields that name a config or choose how our params store it, rather than
+# describe the network: checkpoints are compared without them.
+_NOT_ARCHITECTURE = ('name', 'transpose_gating_einsum')
+
+
+def mismatches(a: GemmaConfig, b: GemmaConfig) -> dict[str, tuple[Any, Any]]:
+  """{field: (a's value, b's value)} for every architecture field that differs.
+
+  Floats are compared to a relative 1e-6 (GGUF stores them as float32).
+  """
+  out = {}
+  for field in dataclasses.fields(GemmaConfig):
+    if field.name in _NOT_ARCHITECTURE:
+      continue
+    x, y = getattr(a, field.name), getattr(b, field.name)
+    if isinstance(x, float) and isinstance(y, float):
+      same = math.isclose(x, y, rel_tol=1e-6)
+    else:
+      same = x == y
+    if not same:
+      out[field.name] = (x, y)
+  return out
+
+
+def find(config: GemmaConfig) -> GemmaConfig:
+  """The registered preset with `config`'s architecture, else `config`."""
+  for name in PRESETS.names():
+    if not mismatches(config, get(name)):
+      return get(name)
+  return config
