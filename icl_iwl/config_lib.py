@@ -34,8 +34,7 @@ ConfigDict = ml_collections.ConfigDict
 
 DTYPES = ('float32', 'bfloat16')
 CHECKPOINTS = ('embedded', 'random', 'gguf:PATH', 'hf:DIR', 'run:WORKDIR')
-LORA_TARGETS = ('q_einsum', 'kv_einsum', 'qkv_einsum', 'attn_vec_einsum',
-                'gating_einsum', 'linear')
+LORA_TARGETS = presets.LORA_TARGETS
 
 
 class ConfigError(errors.UserError):

@@ -12,6 +12,7 @@ import os
 import pathlib
 import subprocess
 import tempfile
+import zlib
 from typing import Iterator
 
 
@@ -50,6 +51,37 @@ def atomic_path(path: str | os.PathLike) -> Iterator[pathlib.Path]:
     os.replace(tmp, path)
   finally:
     tmp.unlink(missing_ok=True)
+
+
+def crc32(path: str | os.PathLike) -> str:
+  """The CRC-32 of a file, as 8 hex digits (read in 16 MiB chunks)."""
+  crc = 0
+  with open(path, 'rb') as f:
+    while chunk := f.read(1 << 24):
+      crc = zlib.crc32(chunk, crc)
+  return f'{crc:08x}'
+
+
+def _checksum_file(path: pathlib.Path) -> pathlib.Path:
+  return path.with_name(path.name + '.crc32')
+
+
+def write_checksum(path: str | os.PathLike) -> None:
+  """Records `path`'s CRC-32 in <path>.crc32 (write it after the file)."""
+  path = pathlib.Path(path)
+  with atomic_path(_checksum_file(path)) as tmp:
+    tmp.write_text(crc32(path) + '\n')
+
+
+def checksum_problem(path: str | os.PathLike) -> str | None:
+  """Why the cache file `path` cannot be trusted (no <path>.crc32, or a CRC-32
+  that differs from it), or None if it is intact."""
+  checksum = _checksum_file(pathlib.Path(path))
+  if not checksum.exists():
+    return f'no {checksum.name}'
+  if checksum.read_text().strip() != crc32(path):
+    return f'its CRC-32 differs from {checksum.name}'
+  return None
 
 
 def revision() -> str:

@@ -22,7 +22,9 @@ from icl_iwl import errors
 from icl_iwl.checkpoints import load as load_lib
 from icl_iwl.data import tokenizer as tokenizer_lib
 from icl_iwl.eval import scoring
+from icl_iwl.model import build
 from icl_iwl.model import gemma
+from icl_iwl.model import lora
 from icl_iwl.sharding import axes
 from icl_iwl.sharding import mesh as mesh_lib
 from icl_iwl.sharding import rules as rules_lib
@@ -85,7 +87,7 @@ def load_host(config: ConfigDict) -> tuple[Runtime, Any]:
 
 def abstract(config: ConfigDict) -> Runtime:
   """The model and mesh of `config` without weights or tokenizer (to plan)."""
-  model = load_lib.model_from_config(config.model)
+  model = build.model(config.model)
   mesh, rules = _mesh_and_rules(config, model)
   return Runtime(config, mesh, rules, model, None, None)
 
@@ -94,13 +96,6 @@ def scorer(config: ConfigDict, rt: Runtime, params: Any = None) -> scoring.Score
   """The scorer of `config.scorer` for `rt`'s model (or other `params`)."""
   return scoring.Scorer(rt.model, rt.params if params is None else params, rt.tok,
                         scoring.ScorerConfig(**config.scorer), rt.mesh, rt.rules)
-
-
-def trainable(config: ConfigDict) -> state_lib.IsTrainable:
-  """LoRA trains only the low-rank factors; otherwise everything trains."""
-  if config.model.lora.rank:
-    return lambda path: '_lora_' in path
-  return lambda path: True
 
 
 @dataclasses.dataclass(frozen=True)
@@ -137,7 +132,7 @@ def trainer(config: ConfigDict, rt: Runtime) -> Trainer:
   """Optimizer, trainable predicate and the step compiled ahead of time."""
   tc = config.train
   optimizer = optim.optimizer(tc)
-  is_trainable = trainable(config)
+  is_trainable = lora.trainable(rt.model.lora)
   step = step_lib.compile_step(rt.model, optimizer, is_trainable, rt.mesh, rt.rules,
                                tc.batch_size, tc.seq_len, tc.accum)
   flops = mfu.train_flops_per_token(

@@ -26,6 +26,13 @@ def test_keeps_the_last_n_and_the_best(tmp_path, mode, best):
   assert data == {'next': 6}
   np.testing.assert_array_equal(state['params']['w'], np.full((4, 3), 6.0))
   ckpt.close()
+  # A resumed run (a new manager over the same directory) keeps the best too.
+  ckpt = manager.Checkpointer(tmp_path, keep=2, best_metric='acc', best_mode=mode,
+                              async_save=False)
+  ckpt.save(7, _state(7), {'next': 7}, {'acc': 0.5})
+  ckpt.save(8, _state(8), {'next': 8})
+  assert sorted(ckpt.all_steps()) == sorted({best, 7, 8})
+  ckpt.close()
 
 
 def test_restore_into_other_shapes_names_them(tmp_path):

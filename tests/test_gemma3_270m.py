@@ -23,6 +23,7 @@ import safetensors
 from icl_iwl import paths
 from icl_iwl.checkpoints import gguf
 from icl_iwl.checkpoints import params as params_lib
+from icl_iwl.data import datasets
 from icl_iwl.data import tokenizer
 from icl_iwl.eval import packing
 from icl_iwl.eval import probes
@@ -176,8 +177,9 @@ _PROBE_DATASETS = ('reversals', 'syllogisms', 'reversal_curse', 'semantic', 'ict
 def _probe_items(per_split: int = 2) -> list:
   items = []
   for dataset in _PROBE_DATASETS:
-    for split in probes.probe_splits(dataset, 'small'):
-      items += probes.items(probes.load_records(dataset, split, 'small', per_split))
+    ds = datasets.resolve(dataset, 'small')
+    for split in ds.probe_splits():
+      items += probes.items(ds.records(split, per_split))
   return items
 
 
@@ -211,7 +213,7 @@ def test_scorer_matches_a_straightforward_reference_on_every_probe_type(referenc
   model, params = ours
   tok = tokenizer.load_default()
   items = _probe_items()
-  assert len(items) == 2 * 16  # Two of every probe split of the five datasets.
+  assert len(items) == 2 * 18  # Two of every probe split of the five datasets.
   scorer = scoring.Scorer(model, params, tok, scoring.ScorerConfig(buckets=(256,)),
                           _one_device())
   scores = scorer.score(items)
@@ -225,10 +227,11 @@ def test_scorer_matches_a_straightforward_reference_on_every_probe_type(referenc
 def test_shared_context_matches_the_uncached_path_and_the_reference(reference, ours):
   model, params = ours
   tok = tokenizer.load_default()
-  documents = probes.load_records('reversals', 'train', 'small')
+  reversals = datasets.resolve('reversals', 'small')
+  documents = reversals.records('train')
   context = '\n\n'.join(d['text'] for d in documents[:12]) + '\n\n'
   items = [dataclasses.replace(i, context=context)
-           for i in probes.items(probes.load_records('reversals', 'test_reversal', 'small', 4))]
+           for i in probes.items(reversals.records('test_reversal', 4))]
   cached = scoring.Scorer(model, params, tok, scoring.ScorerConfig(context_chunk=128),
                           _one_device())
   uncached = scoring.Scorer(model, params, tok,

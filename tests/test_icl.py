@@ -5,6 +5,7 @@ import functools
 import numpy as np
 import pytest
 
+from icl_iwl.data import datasets
 from icl_iwl.data import tokenizer
 from icl_iwl.eval import icl
 from icl_iwl.eval import probes
@@ -12,8 +13,8 @@ from icl_iwl.eval import probes
 
 @functools.cache
 def _data(dataset='reversals', split='test_reversal'):
-  return (probes.load_records(dataset, 'train', 'small'),
-          probes.load_records(dataset, split, 'small'))
+  ds = datasets.resolve(dataset, 'small')
+  return ds.records('train'), ds.records(split)
 
 
 def test_documents_that_fit_make_one_shuffled_context():

@@ -16,7 +16,6 @@ import pathlib
 import re
 import time
 from typing import Callable
-import zlib
 
 import numpy as np
 import safetensors.numpy
@@ -214,29 +213,15 @@ def _cache_file(sha256: str) -> pathlib.Path:
           f'params-{sha256[:12]}-v{_CACHE_VERSION}.safetensors')
 
 
-def _checksum_file(cache: pathlib.Path) -> pathlib.Path:
-  return cache.with_name(cache.name + '.crc32')
-
-
-def _crc32(path: pathlib.Path) -> str:
-  crc = 0
-  with open(path, 'rb') as f:
-    while chunk := f.read(1 << 24):
-      crc = zlib.crc32(chunk, crc)
-  return f'{crc:08x}'
-
-
 def _read_cache(cache: pathlib.Path, config: GemmaConfig) -> params_lib.Params | None:
   """The cached params, or None if there is no cache or (with a warning
   naming the file) it fails its checksum or does not fit `config`."""
   if not cache.exists():
     return None
-  checksum = _checksum_file(cache)
   try:
-    if not checksum.exists():
-      raise CheckpointError(f'no {checksum.name}')
-    if checksum.read_text().strip() != _crc32(cache):
-      raise CheckpointError(f'its CRC-32 differs from {checksum.name}')
+    problem = paths.checksum_problem(cache)
+    if problem:
+      raise CheckpointError(problem)
     flat = safetensors.numpy.load_file(str(cache))
     params_lib.check(flat, config, str(cache))
     return params_lib.unflatten(flat)
@@ -276,8 +261,6 @@ def _load_cached(gguf_path: Callable[[], pathlib.Path], config: GemmaConfig,
   del reader
   with paths.atomic_path(cache) as tmp:
     safetensors.numpy.save_file(params_lib.flatten(tree), str(tmp))
-    crc = _crc32(tmp)
-  with paths.atomic_path(_checksum_file(cache)) as tmp:
-    tmp.write_text(crc + '\n')
+  paths.write_checksum(cache)
   logging.info('Converted %s in %.1fs; cached at %s', path, time.time() - start, cache)
   return tree

@@ -40,6 +40,9 @@ class Checkpointer:
         options=ocp.CheckpointManagerOptions(
             preservation_policy=checkpoint_managers.AnyPreservationPolicy(policies),
             enable_async_checkpointing=async_save,
+            # Metrics on disk, so the best checkpoint survives a resume.
+            best_fn=(lambda m: m[best_metric]) if best_metric else None,
+            best_mode=best_mode,
             cleanup_tmp_directories=True),
         item_handlers={'state': ocp.StandardCheckpointHandler(),
                        'data': ocp.JsonCheckpointHandler()})

@@ -25,7 +25,6 @@ import os
 import pathlib
 import re
 from typing import Iterable, Protocol, Sequence
-import zlib
 
 import gguf
 import sentencepiece as spm
@@ -276,27 +275,14 @@ def default_model_path() -> pathlib.Path:
   return paths.cache_dir() / 'gemma3_270m' / f'tokenizer-v{_BUILDER_VERSION}.model'
 
 
-def _checksum_file(path: pathlib.Path) -> pathlib.Path:
-  return path.with_name(path.name + '.crc32')
-
-
-def _crc32(data: bytes) -> str:
-  return f'{zlib.crc32(data):08x}'
-
-
 def _read_cache(path: pathlib.Path) -> bytes | None:
   """The cached model, or None (with a warning naming the file if it exists
   but is damaged: no checksum file, or a CRC-32 that differs from it)."""
   if not path.exists():
     return None
-  checksum = _checksum_file(path)
-  model = path.read_bytes()
-  if not checksum.exists():
-    problem = f'no {checksum.name}'
-  elif checksum.read_text().strip() != _crc32(model):
-    problem = f'its CRC-32 differs from {checksum.name}'
-  else:
-    return model
+  problem = paths.checksum_problem(path)
+  if problem is None:
+    return path.read_bytes()
   logging.warning('Corrupt cache %s (%s); rebuilding it.', path, problem)
   return None
 
@@ -316,8 +302,7 @@ def load_default() -> Tokenizer:
     model = sentencepiece_model_from_gguf(gguf.GGUFReader(paths.embedded_gguf()))
     with paths.atomic_path(path) as tmp:
       tmp.write_bytes(model)
-    with paths.atomic_path(_checksum_file(path)) as tmp:
-      tmp.write_text(_crc32(model) + '\n')
+    paths.write_checksum(path)
   return from_sentencepiece_model(model)
 
 

@@ -15,6 +15,8 @@ from flax import traverse_util
 import jax
 import jax.numpy as jnp
 
+from icl_iwl.model import presets
+
 A_SUFFIX, B_SUFFIX = '_lora_a', '_lora_b'  # Param names: <weight name><suffix>.
 _MERGED = 'lora_merged'  # Collection where `with_lora` sows W + update.
 
@@ -29,8 +31,7 @@ class LoraConfig:
 
   rank: int
   alpha: float = 16.0
-  targets: tuple[str, ...] = ('q_einsum', 'kv_einsum', 'qkv_einsum',
-                              'attn_vec_einsum', 'gating_einsum', 'linear')
+  targets: tuple[str, ...] = presets.LORA_TARGETS
 
 
 def with_lora(module: nn.Module, target: str, weight_name: str, w: jax.Array,

@@ -12,6 +12,10 @@ from typing import Any
 
 from icl_iwl import registry
 
+# The weights LoRA adapts by default (model/lora.py; configs' model.lora.targets).
+LORA_TARGETS = ('q_einsum', 'kv_einsum', 'qkv_einsum', 'attn_vec_einsum',
+                'gating_einsum', 'linear')
+
 
 class AttentionType(enum.Enum):
   GLOBAL = 'global'
