@@ -14,9 +14,9 @@ Why it is fast:
     in chunks, into a batch-1 key/value memory that every row attends to;
     the last `context_cache` memories are kept, so a context that recurs
     (the same ICL subsample for another probe split) is not encoded again;
-  * calls are dispatched without waiting for their results (JAX is
-    asynchronous), so tokenizing and packing the next batch or context
-    overlaps the device's work on this one;
+  * a call's results are read only after the next batch is tokenized and
+    packed (JAX dispatch is asynchronous), so host work overlaps the
+    device's;
   * rows are sharded over the mesh's batch axes.
 """
 
@@ -295,8 +295,9 @@ class Scorer:
         logprob[i][j] += lp
       bar.update(len(set(batch.item[real].tolist())))
 
-    # Calls in flight: the host prepares the next while the device runs one.
-    pending = collections.deque()
+    # One rows call in flight: the host tokenizes and packs the next batch
+    # while the device runs it, then reads its results and dispatches the next.
+    pending = None
     for context, indices in by_context.items():
       prefix, memory, offset = self._context(context)
       encoded = packing.encode([items[i] for i in indices], indices, self.tok, prefix)
@@ -305,11 +306,11 @@ class Scorer:
         num_tokens[e.index] = tuple(len(c) for c in e.choices)
       for batch in packing.pack(encoded, offset, self.config.buckets, self.rows,
                                 self.config.min_row_length, self._shards):
-        pending.append((batch, self._run(batch, memory)))
-        if len(pending) > 2:
-          collect(*pending.popleft())
-    while pending:
-      collect(*pending.popleft())
+        if pending:
+          collect(*pending)
+        pending = batch, self._run(batch, memory)
+    if pending:
+      collect(*pending)
     return [
         ItemScore(id=item.id, answer=item.answer,
                   logprob=tuple(float(x) for x in lp), num_tokens=n,
