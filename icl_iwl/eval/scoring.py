@@ -96,9 +96,9 @@ class ScorerConfig:
     the first; logged) for items longer than the largest bucket.
   share_context: encode each distinct context once into a key/value memory
     (False: put the context tokens in every item's row; for checking).
-  context_cache: how many encoded contexts are kept for later calls (most
-    recently used first; each is 2 x layers x length x kv heads x head dim
-    values: 151 MB for the 270M model at 4,096 tokens in float32).
+  context_cache: how many encoded contexts are kept for later calls (the
+    least recently used is dropped first; each is 2 x layers x length x kv
+    heads x head dim values: 151 MB for the 270M model at 4,096 tokens, f32).
   logit_chunk: most targets per row whose [R, chunk, V] logits are made at once.
   """
 
