@@ -159,14 +159,19 @@ def test_short_items_share_rows_and_a_partial_batch_has_fewer_rows():
   assert [e.length for e in encoded] == [6] * 20
   # (min_row_length, row_multiple) -> batch shapes, by hand: rows of 128
   # hold 21 items, so 1 row, padded to 2 rows (the multiple); rows of the
-  # smallest bucket, 32, hold 5 items, so 4 rows; the batch has the next
-  # power of two (times the multiple) rows, not all 8.
+  # smallest bucket, 32, hold 5 items, so 4 rows; a partial batch has the
+  # next of 1, 2, 3, 4, 6, 8 (times the multiple) rows, not all 8.
   expected = {(128, 2): ((2, 128), 48), (0, 1): ((4, 32), 12), (0, 4): ((4, 32), 12)}
   for (min_row_length, row_multiple), (shape, targets) in expected.items():
     # Targets: 2 per item, 40 or 10 in the fullest row, padded to 48 or 12.
     [batch] = packing.pack(encoded, 0, (32, 64, 128), 8, min_row_length, row_multiple)
     assert batch.tokens.shape == shape and batch.targets.shape == (shape[0], targets)
     assert sorted(batch.item[batch.item >= 0].tolist()) == sorted(list(range(20)) * 2)
+  # 15 items in rows of 32: 3 rows, a batch of 3 (not 4); 2 shards: 4.
+  assert [b.tokens.shape for b in packing.pack(encoded[:15], 0, (32,), 8)] == [(3, 32)]
+  assert [b.tokens.shape for b in packing.pack(encoded[:15], 0, (32,), 8, 0, 2)] == [(4, 32)]
+  assert [packing.num_rows_bucket(n) for n in range(1, 14)] == [
+      1, 2, 3, 4, 6, 6, 8, 8, 12, 12, 12, 12, 16]
 
 
 def test_recurring_contexts_are_encoded_once_and_calls_overlap():
