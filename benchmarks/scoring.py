@@ -10,10 +10,11 @@ one process. Two cases:
          request: BOS, a short prompt, one of two short choices);
   icl    the same kind of probes after ~`--context_tokens` tokens of training
          documents (the train split, shuffled, joined as `eval/icl.py` joins
-         them), the SAME context string for every item, so it is shared.
+         them), the SAME context string for every item, so it is shared: one
+         ICL subsample of the paper protocol, every probe in one context.
 
-  flock /tmp/bench/heavy.lock python benchmarks/scoring.py \
-      --num_items=64 --num_icl_items=16 --context_tokens=2000
+  flock /tmp/heavy.lock python benchmarks/scoring.py \
+      --num_items=64 --num_icl_items=128 --context_tokens=3700
 
 Logs go to stderr; the last stdout line is one JSON object:
   {"benchmark": "scoring", "dtype": "float32", "reference": "lm_eval", ...,
@@ -21,7 +22,12 @@ Logs go to stderr; the last stdout line is one JSON object:
              "ratio": ..., "max_abs_logprob_diff": ..., ...},
    "icl": {...}, "machine": {...}}
 ratio = ours / reference items per second (> 1: ours is faster); the targets
-are ratio >= 2 (short) and >= 10 (icl).
+are ratio >= 2 (short) and >= 100 (icl, with >= 100 items).
+
+lm-eval shares nothing between requests, so its cost per item is constant at
+a given context length: in the icl case it is timed on the first
+`--ref_icl_items` items only (`ref_items_timed` in the JSON; agreement is
+measured on those), ours on all of them.
 
 Ours: `Scorer(model, params, tok, ScorerConfig(rows_per_batch=...), mesh,
 rules)` from `load.load(config_lib.model())` (embedded GGUF, float32), placed
@@ -61,8 +67,8 @@ log_softmax over 262k logits is off by up to ~6e-5 per token (JAX's by ~1e-7;
 see tests/test_gemma3_270m.py), so expect diffs of a few 1e-4;
 `--ref_softmax_dtype=float64` takes that part out (timings then favour ours).
 
-Full run: ~10-15 minutes on a 2-core CPU, almost all of it the reference's icl
-case (16 items x 2 choices x ~2k tokens of full forwards).
+Full run: ~15-20 minutes on a 2-core CPU, most of it the reference's icl
+case (8 items x 2 choices x ~3.7k tokens of full forwards).
 """
 
 import dataclasses
@@ -99,9 +105,12 @@ _NUM_ITEMS = flags.DEFINE_integer(
     'num_items', 64, 'Items of the short case (split evenly over the test '
     'splits, the first of each).')
 _NUM_ICL_ITEMS = flags.DEFINE_integer(
-    'num_icl_items', 16, 'Items of the icl case (the same kind of probes).')
+    'num_icl_items', 128, 'Items of the icl case (the same kind of probes).')
+_REF_ICL_ITEMS = flags.DEFINE_integer(
+    'ref_icl_items', 8, 'Of those, how many the reference is timed on (its '
+    'cost per item is constant: it shares nothing).')
 _CONTEXT_TOKENS = flags.DEFINE_integer(
-    'context_tokens', 2000, 'Budget of the shared icl context in our tokens '
+    'context_tokens', 3700, 'Budget of the shared icl context in our tokens '
     '(BOS included): shuffled train documents are added while they fit.')
 _REFERENCE = flags.DEFINE_enum(
     'reference', 'auto', ['auto', 'lm_eval', 'hf_loop'],
@@ -128,7 +137,7 @@ _TOLERANCE = flags.DEFINE_float(
     'tolerance', 1e-3, 'Max |logprob diff| expected between ours and the '
     'reference; exceeding it is logged as an error (timings still reported).')
 
-_TARGETS = {'short': 2.0, 'icl': 10.0}  # Wanted ratio = ours / reference.
+_TARGETS = {'short': 2.0, 'icl': 100.0}  # Wanted ratio = ours / reference.
 
 
 @dataclasses.dataclass(frozen=True)
@@ -333,15 +342,16 @@ def _case(name: str, items: list[Item], scorer: scoring.Scorer,
   gc.collect()
   batch_size = (_REF_ICL_BATCH_SIZE if name == 'icl' else _REF_BATCH_SIZE).value
   repeats = (_ICL_REF_REPEATS if name == 'icl' else _REPEATS).value
+  ref_items = items[:_REF_ICL_ITEMS.value] if name == 'icl' else items
   if reference == 'lm_eval':
-    ref = _lm_eval(torch_model, hf_tok, tok, items, batch_size, repeats)
+    ref = _lm_eval(torch_model, hf_tok, tok, ref_items, batch_size, repeats)
   else:
-    ref = _hf_loop(torch_model, tok, items, batch_size, repeats)
+    ref = _hf_loop(torch_model, tok, ref_items, batch_size, repeats)
   gc.collect()
 
   same_tokens = ref.extra.pop('same_tokens')
   diff = np.abs(np.concatenate([np.subtract(a, b) for a, b in
-                                zip(ours.logprob, ref.logprob)]))
+                                zip(ours.logprob, ref.logprob)]))  # ref_items.
   same = np.asarray(same_tokens)
   agree = np.mean([np.argmax(a) == np.argmax(b)
                    for a, b in zip(ours.logprob, ref.logprob)])
@@ -352,13 +362,14 @@ def _case(name: str, items: list[Item], scorer: scoring.Scorer,
     logging.error('%s: logprobs differ by %.3g > %.3g', name, diff.max(),
                   _TOLERANCE.value)
   ours_items_s = len(items) / statistics.median(ours.seconds)
-  ref_items_s = len(items) / statistics.median(ref.seconds)
+  ref_items_s = len(ref_items) / statistics.median(ref.seconds)
   ratio = ours_items_s / ref_items_s
   logging.info('%s: ours %.2f items/s, reference %.3f items/s, ratio %.2f '
                '(target >= %g)', name, ours_items_s, ref_items_s, ratio,
                _TARGETS[name])
   return {
       'items': len(items),
+      'ref_items_timed': len(ref_items),
       'choices': num_choices,
       'context_tokens': len(tok.encode(items[0].context, add_bos=True)),
       'ours_items_s': round(ours_items_s, 3),
@@ -413,6 +424,9 @@ def main(argv):
       items = _probe_items(_NUM_ICL_ITEMS.value, context)
     result[case] = _case(case, items, scorer, tok, reference, torch_model, hf_tok)
   result['machine'] = common.machine()
+  _, cpu_flags = common._cpu()  # pylint: disable=protected-access
+  result['machine']['cpu_flags'] = sorted(
+      cpu_flags & {'avx2', 'avx512f', 'avx512_bf16', 'amx_bf16', 'amx_tile'})
   print(json.dumps(result), flush=True)
 
 

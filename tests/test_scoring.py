@@ -1,5 +1,6 @@
 """The multiple-choice scorer against a straightforward reference computation."""
 
+import dataclasses
 import functools
 
 import jax
@@ -145,30 +146,58 @@ def test_truncate_left_keeps_bos_and_the_end_of_the_prompt():
   got = _scorer(buckets=(32,), too_long='truncate_left').score([long])[0]
   # 32 tokens: BOS, the prompt's last 32 - 1 - 2 tokens, the two choices.
   kept = tok.encode(long.prompt)[-(32 - 3):]
-  short = _scorer().score([Item(tok.decode(kept), long.choices, id='y')])[0]
   assert tok.encode(tok.decode(kept)) == kept
-  np.testing.assert_allclose(got.logprob, short.logprob, atol=1e-4, rtol=0)
+  np.testing.assert_allclose(got.logprob, _reference(Item(tok.decode(kept), long.choices)),
+                             atol=1e-4, rtol=0)
 
 
 def test_short_items_share_rows_and_a_partial_batch_has_fewer_rows():
   tok = tokenizer.load_default()
   items = [Item('The fact is', (' true', ' false'), 0, id=str(i)) for i in range(20)]
   encoded = packing.encode(items, range(len(items)), tok, [tok.bos_id])
-  assert len({e.length for e in encoded}) == 1
+  # [BOS] The fact is | true | false: 6 tokens, 2 of them targets.
+  assert [e.length for e in encoded] == [6] * 20
+  # (min_row_length, row_multiple) -> batch shapes, by hand: rows of 128
+  # hold 21 items, so 1 row, padded to 2 rows (the multiple); rows of the
+  # smallest bucket, 32, hold 5 items, so 4 rows; a partial batch has the
+  # next of 1, 2, 3, 4, 6, 8 (times the multiple) rows, not all 8.
+  expected = {(128, 2): ((2, 128), 48), (0, 1): ((4, 32), 12), (0, 4): ((4, 32), 12)}
+  for (min_row_length, row_multiple), (shape, targets) in expected.items():
+    # Targets: 2 per item, 40 or 10 in the fullest row, padded to 48 or 12.
+    [batch] = packing.pack(encoded, 0, (32, 64, 128), 8, min_row_length, row_multiple)
+    assert batch.tokens.shape == shape and batch.targets.shape == (shape[0], targets)
+    assert sorted(batch.item[batch.item >= 0].tolist()) == sorted(list(range(20)) * 2)
+  # 15 items in rows of 32: 3 rows, a batch of 3 (not 4); 2 shards: 4.
+  assert [b.tokens.shape for b in packing.pack(encoded[:15], 0, (32,), 8)] == [(3, 32)]
+  assert [b.tokens.shape for b in packing.pack(encoded[:15], 0, (32,), 8, 0, 2)] == [(4, 32)]
+  assert [packing.num_rows_bucket(n) for n in range(1, 14)] == [
+      1, 2, 3, 4, 6, 6, 8, 8, 12, 12, 12, 12, 16]
 
-  def shapes(min_row_length, row_multiple):
-    """Batch shapes: rows of `length` hold length // item tokens items; the
-    batch has the next power of two (times row_multiple) rows, at most 8."""
-    length = max(32, min_row_length)
-    rows = -(-len(items) // (length // encoded[0].length))
-    r = row_multiple
-    while r < rows:
-      r *= 2
-    return [(min(r, 8), length)]
 
-  for min_row_length, row_multiple in [(128, 2), (0, 1), (0, 4)]:
-    batches = list(packing.pack(encoded, 0, (32, 64, 128), 8, min_row_length,
-                                row_multiple))
-    assert [b.tokens.shape for b in batches] == shapes(min_row_length, row_multiple)
-    assert sorted(set(batches[0].item[batches[0].item >= 0].tolist())) == list(range(20))
-  assert shapes(128, 2)[0][0] < shapes(0, 1)[0][0]  # Fewer, fuller rows.
+def test_recurring_contexts_are_encoded_once_and_calls_overlap():
+  """Two contexts, alternating, over many batches in flight: each context is
+  encoded once while cached, and every score equals the reference."""
+  other = 'Glon are smaller than yomp. ' * 20
+  items = [dataclasses.replace(item, context=context, id=f'{k}{item.id}')
+           for k, context in enumerate([_CONTEXT, other, _CONTEXT, other])
+           for item in _items()]
+  encoded = []
+
+  def run(one_call, **config):
+    scorer = _scorer(rows_per_batch=1, min_row_length=0, **config)
+    encode = scorer.encode_context
+    scorer.encode_context = lambda ids: encoded.append(len(ids)) or encode(ids)
+    if one_call:  # Many batches in flight, one context after the other.
+      return scorer.score(items)
+    return [s for item in items for s in scorer.score([item])]
+
+  got = run(True)
+  assert len(encoded) == 2
+  for item, score in zip(items[:8], got):
+    np.testing.assert_allclose(score.logprob, _reference(item), atol=1e-4, rtol=0)
+  for cache_size, encodes in [(2, 2), (1, 4)]:
+    encoded.clear()
+    again = run(False, context_cache=cache_size)
+    assert len(encoded) == encodes
+    for a, b in zip(again, got):
+      np.testing.assert_allclose(a.logprob, b.logprob, atol=1e-5, rtol=0)

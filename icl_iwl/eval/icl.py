@@ -1,11 +1,24 @@
 """In-context evaluation: training documents in the context, then the probes.
 
-If all documents fit the context budget, every item is scored after all of
-them (shuffled). Otherwise each of `num_subsamples` subsamples partitions the
-items into groups; a group's context holds the documents stating its items'
-facts (at most `docs_per_fact` per fact) plus random other documents up to
-the budget, shuffled. Accuracy is reported per subsample, then as mean and
-spread over subsamples (Lampinen et al. average 8 subsamples).
+Two protocols (`IclConfig.protocol`); both put all documents in one shuffled
+context when they fit the budget, and differ when they do not:
+
+  paper      Lampinen et al. 2025: `num_subsamples` contexts chosen without
+             looking at the probes. Subsample s holds the longest prefix of a
+             random permutation of the documents (seeded by (seed, s) alone)
+             that fits the budget: a random ~budget/total share of them (with
+             the 4096-token default, ~1/8 of reversals, ~1/7 of
+             reversal_curse, ~1/55 of semantic). Every item is scored in every
+             subsample, so the documents behind a hard distractor are in
+             context exactly as often as the answer's.
+  retrieval  each subsample partitions the items into groups; a group's
+             context holds the documents stating its items' facts (at most
+             `docs_per_fact` per fact) plus random other documents up to the
+             budget, shuffled. The answer's documents are always there, the
+             distractors' mostly not: a retrieval cue the paper's design
+             removes, kept for comparison.
+
+Accuracy is reported per subsample, then as mean and spread over subsamples.
 """
 
 import dataclasses
@@ -18,21 +31,26 @@ from icl_iwl.data import tokenizer as tokenizer_lib
 from icl_iwl.eval import scoring
 from icl_iwl.eval.packing import Item
 
+PROTOCOLS = ('paper', 'retrieval')
+
 
 @dataclasses.dataclass(frozen=True)
 class IclConfig:
   """How documents are put in context.
 
+  protocol: 'paper' or 'retrieval' (see the module doc).
   template: the context; '{documents}' is replaced by the joined documents.
   separator: between documents.
-  budget: most tokens of context (documents and template).
-  num_subsamples: contexts drawn per item when the documents do not fit.
-  docs_per_fact: most documents stating one fact in a group's context (0: all).
-  relevant_fraction: share of the budget a group's own documents may take;
-    the rest is random other documents.
+  budget: most tokens of context (documents and template, BOS included).
+  num_subsamples: contexts drawn when the documents do not fit.
+  docs_per_fact: retrieval: most documents stating one fact in a group's
+    context (0: all).
+  relevant_fraction: retrieval: share of the budget a group's own documents
+    may take; the rest is random other documents.
   seed: for subsampling and shuffling.
   """
 
+  protocol: str = 'paper'
   template: str = '{documents}\n\n'
   separator: str = '\n\n'
   budget: int = 4096
@@ -44,10 +62,15 @@ class IclConfig:
 
 @dataclasses.dataclass(frozen=True)
 class IclResult:
-  """Scores per subsample (each a full list of item scores, in item order)."""
+  """Scores per subsample (each a full list of item scores, in item order).
+
+  num_contexts: distinct contexts scored; protocol: the `IclConfig.protocol`
+  that made them (or how else the items got their context).
+  """
 
   subsamples: tuple[tuple[scoring.ItemScore, ...], ...]
   num_contexts: int
+  protocol: str
 
   def accuracy(self) -> dict[str, dict[str, float]]:
     """{rule: {'mean', 'std', 'min', 'max'}} of per-subsample accuracy."""
@@ -72,13 +95,18 @@ def contexts(documents: Sequence[Mapping[str, Any]], item_facts: Sequence[Sequen
 
   Args:
     documents: records with 'text' and 'facts'.
-    item_facts: the fact ids each item is about.
+    item_facts: the fact ids each item is about (read by 'retrieval' only;
+      'paper' looks at nothing but how many items there are).
     tok: to measure token lengths.
     config: see IclConfig.
 
   Raises:
-    ValueError: if one item's own documents do not fit the budget.
+    ValueError: for an unknown protocol or, with 'retrieval', if one item's
+      own documents do not fit the budget.
   """
+  if config.protocol not in PROTOCOLS:
+    raise ValueError(f'Unknown ICL protocol {config.protocol!r}; use one of '
+                     f'{PROTOCOLS}.')
   texts = [d['text'] for d in documents]
   overhead = len(tok.encode(_context([], config), add_bos=True))
   sep = len(tok.encode(config.separator))
@@ -88,7 +116,37 @@ def contexts(documents: Sequence[Mapping[str, Any]], item_facts: Sequence[Sequen
     order = list(range(len(texts)))
     random.Random(config.seed).shuffle(order)
     return [[(_context([texts[i] for i in order], config), everything)]]
+  if config.protocol == 'paper':
+    return [[(ctx, everything)] for ctx in _paper(texts, lengths, overhead, tok, config)]
+  return _retrieval(documents, item_facts, lengths, overhead, config)
 
+
+def _paper(texts: Sequence[str], lengths: Sequence[int], overhead: int,
+           tok: tokenizer_lib.Tokenizer, config: IclConfig) -> list[str]:
+  """Subsample s: the longest prefix of a permutation seeded by (seed, s)
+  whose context fits the budget (counted per document, then checked whole)."""
+  out = []
+  for s in range(config.num_subsamples):
+    order = random.Random(f'{config.seed}:{s}').sample(range(len(texts)), len(texts))
+    used, n = overhead, 0
+    while n < len(order) and used + lengths[order[n]] <= config.budget:
+      used += lengths[order[n]]
+      n += 1
+    # Tokens may merge across a join: drop documents until the whole fits.
+    while n and len(tok.encode(_context([texts[d] for d in order[:n]], config),
+                               add_bos=True)) > config.budget:
+      n -= 1
+    out.append(_context([texts[d] for d in order[:n]], config))
+  return out
+
+
+def _retrieval(documents: Sequence[Mapping[str, Any]],
+               item_facts: Sequence[Sequence[str]], lengths: Sequence[int],
+               overhead: int, config: IclConfig
+               ) -> list[list[tuple[str, list[int]]]]:
+  """Groups of items with their facts' documents plus random fill."""
+  texts = [d['text'] for d in documents]
+  everything = list(range(len(item_facts)))
   stating: dict[str, list[int]] = {}
   for i, d in enumerate(documents):
     for fact in d['facts']:
@@ -144,4 +202,4 @@ def evaluate(scorer: scoring.Scorer, items: Sequence[Item],
   for pairs in plan:
     by_item = {i: next(scores) for _, members in pairs for i in members}
     subsamples.append(tuple(by_item[i] for i in range(len(items))))
-  return IclResult(tuple(subsamples), sum(len(p) for p in plan))
+  return IclResult(tuple(subsamples), sum(len(p) for p in plan), config.protocol)

@@ -127,6 +127,15 @@ def num_targets_bucket(n: int) -> int:
   return b
 
 
+def num_rows_bucket(n: int) -> int:
+  """The smallest of 1, 2, 3, 4, 6, 8, 12, ... (2^k and 1.5 x 2^k) >= n: a
+  partial batch pads at most a third of its rows, with few shapes to compile."""
+  b = 1
+  while b < n:
+    b = b + 1 if b < 2 else b * 3 // 2 if b & (b - 1) == 0 else b // 3 * 4
+  return b
+
+
 def _rows(encoded: list[Encoded], buckets: Sequence[int], min_length: int
           ) -> list[list[Encoded]]:
   """First-fit decreasing: each row's capacity is the bucket of its first item,
@@ -157,8 +166,9 @@ def pack(encoded: list[Encoded], offset: int, buckets: Sequence[int],
     buckets: allowed row lengths T.
     rows_per_batch: the most rows R per batch (a multiple of `row_multiple`).
     min_row_length: rows hold at least this many tokens' worth of items.
-    row_multiple: R is `row_multiple` times a power of two (the batch shards):
-      a last, partial batch is padded with empty rows only up to that.
+    row_multiple: R is `row_multiple` (the batch shards) times a
+      `num_rows_bucket`: a last, partial batch is padded with empty rows only
+      up to that.
 
   Yields:
     Batches whose T is a bucket and N a `num_targets_bucket` (<= T).
@@ -166,10 +176,8 @@ def pack(encoded: list[Encoded], offset: int, buckets: Sequence[int],
   rows = _rows(encoded, buckets, min_row_length)
   for start in range(0, len(rows), rows_per_batch):
     chunk = rows[start:start + rows_per_batch]
-    r = row_multiple
-    while r < len(chunk):
-      r *= 2
-    r = min(r, rows_per_batch)
+    r = min(row_multiple * num_rows_bucket(-(-len(chunk) // row_multiple)),
+            rows_per_batch)
     t = max(bucket(sum(e.length for e in row), buckets) for row in chunk)
     n_targets = max(sum(len(c) for e in row for c in e.choices) for row in chunk)
     n = min(t, num_targets_bucket(n_targets))

@@ -26,7 +26,7 @@ from icl_iwl.eval import scoring
 from icl_iwl.jobs import JOBS
 
 COLUMNS = ('split', 'n', 'chance', 'baseline', 'icl', 'icl_std', 'icl_min',
-           'icl_max', 'contexts', 'baseline_char', 'icl_char')
+           'icl_max', 'protocol', 'contexts', 'baseline_char', 'icl_char')
 KIND_COLUMNS = ('split', 'kind', 'n', 'baseline_logprob', 'icl_logprob')
 
 
@@ -74,10 +74,12 @@ def evaluate_split(scorer: scoring.Scorer, records: list[dict], documents: list[
     outcome = icl.evaluate(scorer, items, [r['facts'] for r in records],
                            documents, config, progress=True)
   else:  # The prompts hold their own context examples.
-    outcome = icl.IclResult((tuple(scorer.score(items, progress=True)),), len(items))
+    outcome = icl.IclResult((tuple(scorer.score(items, progress=True)),),
+                            len(items), 'in_prompt')
   for k, scores in enumerate(outcome.subsamples):
     results.write_items(workdir / f'{split}-icl.jsonl' if k == 0 else
-                        workdir / f'{split}-icl-{k}.jsonl', scores, {'subsample': k})
+                        workdir / f'{split}-icl-{k}.jsonl', scores,
+                        {'subsample': k, 'protocol': outcome.protocol})
   acc, base = outcome.accuracy(), scoring.accuracy(baseline)
   single = all(len(r['choices']) == 1 for r in records)
   kinds = by_kind(records, baseline, outcome, split) if single else []
@@ -85,7 +87,8 @@ def evaluate_split(scorer: scoring.Scorer, records: list[dict], documents: list[
       'split': split, 'n': len(records), 'chance': results.chance(baseline),
       'baseline': base['sum'], 'icl': acc['sum']['mean'], 'icl_std': acc['sum']['std'],
       'icl_min': acc['sum']['min'], 'icl_max': acc['sum']['max'],
-      'contexts': outcome.num_contexts, 'baseline_char': base['char'],
+      'protocol': outcome.protocol, 'contexts': outcome.num_contexts,
+      'baseline_char': base['char'],
       'icl_char': acc['char']['mean'],
   }, kinds
 
