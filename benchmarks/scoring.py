@@ -29,9 +29,8 @@ a given context length: in the icl case it is timed on the first
 `--ref_icl_items` items only (`ref_items_timed` in the JSON; agreement is
 measured on those), ours on all of them.
 
-Ours: `Scorer(model, params, tok, ScorerConfig(rows_per_batch=...), mesh,
-rules)` from `load.load(config_lib.model())` (embedded GGUF, float32), placed
-on the default mesh as the jobs do. One untimed warm-up `score(items)` on the
+Ours: the scorer the jobs use (`runtime.scorer` of the embedded GGUF in
+float32 on the default mesh, `--rows_per_batch` rows). One untimed warm-up `score(items)` on the
 same items compiles every shape (`ours_warmup_s`, of which `ours_compile_s` =
 warm-up minus the median timed run); each timed `score(items)` is end to end
 (tokenization, packing, the shared context's encoding, the scoring calls,
@@ -88,15 +87,14 @@ import common  # benchmarks/common.py: a script's own directory is on sys.path.
 
 from icl_iwl import config_lib
 from icl_iwl import paths
-from icl_iwl.checkpoints import load
+from icl_iwl import runtime
+from icl_iwl.data import datasets
 from icl_iwl.data import tokenizer as tokenizer_lib
 from icl_iwl.eval import icl
 from icl_iwl.eval import packing
 from icl_iwl.eval import probes
 from icl_iwl.eval import scoring
 from icl_iwl.eval.packing import Item
-from icl_iwl.sharding import mesh as mesh_lib
-from icl_iwl.sharding import rules as rules_lib
 
 _CASES = flags.DEFINE_list('cases', ['short', 'icl'], 'Cases to run: short, icl.')
 _DATASET = flags.DEFINE_string('dataset', 'reversals',
@@ -151,13 +149,14 @@ class _Side:
 
 def _probe_items(n: int, context: str = '') -> list[Item]:
   """The first ~n / splits probes of each test split of the dataset, n total."""
-  splits = probes.probe_splits(_DATASET.value, 'full')
+  dataset = datasets.resolve(_DATASET.value, 'full')
+  splits = dataset.probe_splits()
   if not splits:
     raise app.UsageError(f'{_DATASET.value!r} has no multiple-choice splits.')
   per_split = -(-n // len(splits))
   items = []
   for split in splits:
-    records = probes.load_records(_DATASET.value, split, 'full', per_split)
+    records = dataset.records(split, per_split)
     items += probes.items(records, context)
   if len(items) < n:
     raise app.UsageError(f'{_DATASET.value!r} has only {len(items)} probes.')
@@ -167,7 +166,7 @@ def _probe_items(n: int, context: str = '') -> list[Item]:
 def _icl_context(tok: tokenizer_lib.Tokenizer, budget: int) -> str:
   """Shuffled train documents, joined as eval/icl.py does, within `budget`."""
   config = icl.IclConfig()
-  texts = [r['text'] for r in probes.load_records(_DATASET.value, 'train', 'full')]
+  texts = [r['text'] for r in datasets.resolve(_DATASET.value, 'full').records('train')]
   random.Random(_SEED.value).shuffle(texts)
   used = len(tok.encode(config.template.format(documents=''), add_bos=True))
   sep = len(tok.encode(config.separator))
@@ -399,14 +398,11 @@ def main(argv):
   if reference == 'auto':
     reference = 'lm_eval' if _lm_eval_available() else 'hf_loop'
 
-  model, params, tok = load.load(config_lib.model('gemma3_270m', 'embedded'))
-  assert model.dtype == jnp.float32, model.dtype
-  mesh = mesh_lib.make_mesh(mesh_lib.DEFAULT_MESH)
-  rules = rules_lib.fit(rules_lib.DEFAULT_RULES, model.config, mesh)
-  params = rules_lib.place_params(model, params, mesh, rules)
-  scorer = scoring.Scorer(
-      model, params, tok, scoring.ScorerConfig(rows_per_batch=_ROWS_PER_BATCH.value),
-      mesh, rules)
+  config = config_lib.base('score')  # The embedded 270M, f32, default mesh.
+  config.scorer = config_lib.scorer(rows_per_batch=_ROWS_PER_BATCH.value)
+  rt = runtime.load(config)
+  assert rt.model.dtype == jnp.float32, rt.model.dtype
+  scorer, tok = runtime.scorer(config, rt), rt.tok
   torch_model = common.torch_model()
   hf_tok = _hf_tokenizer() if reference == 'lm_eval' else None
   logging.info('reference %s, torch attention implementation %r', reference,

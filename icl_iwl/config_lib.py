@@ -17,6 +17,7 @@ The blocks a job reads:
   augment     augmentation passes (icl_iwl/augment/)                (augment)
 """
 
+import dataclasses
 import difflib
 import importlib.util
 import pathlib
@@ -27,6 +28,7 @@ import ml_collections
 
 from icl_iwl import errors
 from icl_iwl import registry
+from icl_iwl.eval import options
 from icl_iwl.model import presets
 from icl_iwl.sharding import axes
 
@@ -56,20 +58,15 @@ def model(preset: str = 'gemma3_270m', checkpoint: str = 'embedded',
 
 
 def scorer(**overrides) -> ConfigDict:
-  """Fields of `eval.scoring.ScorerConfig`."""
-  c = ConfigDict(dict(rows_per_batch=8, buckets=(32, 64, 128, 256, 512, 1024),
-                      min_row_length=128,
-                      context_chunk=512, max_context=8192, too_long='error',
-                      share_context=True, logit_chunk=64))
+  """Fields of `eval.options.ScorerConfig`, its defaults."""
+  c = ConfigDict(dataclasses.asdict(options.ScorerConfig()))
   c.update(overrides)
   return c
 
 
 def icl(**overrides) -> ConfigDict:
-  """Fields of `eval.icl.IclConfig`."""
-  c = ConfigDict(dict(template='{documents}\n\n', separator='\n\n', budget=4096,
-                      num_subsamples=8, docs_per_fact=1, relevant_fraction=0.5,
-                      seed=0))
+  """Fields of `eval.options.IclConfig`, its defaults."""
+  c = ConfigDict(dataclasses.asdict(options.IclConfig()))
   c.update(overrides)
   return c
 
@@ -488,13 +485,20 @@ def validate(config: ConfigDict, num_devices: int | None = None) -> None:
                      split_list(e.splits), probes=True)
   if 'scorer' in config:
     s = config.scorer
-    _one_of('scorer.too_long', s.too_long, ('error', 'truncate_left'))
+    try:
+      options.ScorerConfig(**s)
+    except (TypeError, ValueError) as e:
+      raise ConfigError(f'config.scorer: {e}') from None
     _require(s.rows_per_batch > 0, 'scorer.rows_per_batch', s.rows_per_batch,
              'must be > 0')
     _require(all(b > 0 for b in s.buckets), 'scorer.buckets', s.buckets,
              'must be positive lengths')
   if 'icl' in config:
     i = config.icl
+    try:
+      options.IclConfig(**i)
+    except (TypeError, ValueError) as e:
+      raise ConfigError(f'config.icl: {e}') from None
     _require('{documents}' in i.template, 'icl.template', i.template,
              "must contain '{documents}'")
     _require(i.budget > 0, 'icl.budget', i.budget, 'must be > 0')

@@ -92,8 +92,9 @@ def test_paper_scores_every_item_in_every_subsample():
 _SUBPROCESS = '''
 import json, sys
 from icl_iwl.data import tokenizer
-from icl_iwl.eval import icl, probes
-docs = probes.load_records('reversals', 'train', 'small')
+from icl_iwl.data import datasets
+from icl_iwl.eval import icl
+docs = datasets.resolve('reversals', 'small').records('train')
 config = icl.IclConfig(budget=200, num_subsamples=4, seed=7)
 print(json.dumps([p[0][0] for p in icl.contexts(docs, [], tokenizer.load_default(), config)]))
 '''

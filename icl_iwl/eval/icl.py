@@ -29,35 +29,9 @@ import numpy as np
 
 from icl_iwl.data import tokenizer as tokenizer_lib
 from icl_iwl.eval import scoring
+from icl_iwl.eval.options import IclConfig
+from icl_iwl.eval.options import PROTOCOLS
 from icl_iwl.eval.packing import Item
-
-PROTOCOLS = ('paper', 'retrieval')
-
-
-@dataclasses.dataclass(frozen=True)
-class IclConfig:
-  """How documents are put in context.
-
-  protocol: 'paper' or 'retrieval' (see the module doc).
-  template: the context; '{documents}' is replaced by the joined documents.
-  separator: between documents.
-  budget: most tokens of context (documents and template, BOS included).
-  num_subsamples: contexts drawn when the documents do not fit.
-  docs_per_fact: retrieval: most documents stating one fact in a group's
-    context (0: all).
-  relevant_fraction: retrieval: share of the budget a group's own documents
-    may take; the rest is random other documents.
-  seed: for subsampling and shuffling.
-  """
-
-  protocol: str = 'paper'
-  template: str = '{documents}\n\n'
-  separator: str = '\n\n'
-  budget: int = 4096
-  num_subsamples: int = 8
-  docs_per_fact: int = 1
-  relevant_fraction: float = 0.5
-  seed: int = 0
 
 
 @dataclasses.dataclass(frozen=True)
@@ -101,12 +75,9 @@ def contexts(documents: Sequence[Mapping[str, Any]], item_facts: Sequence[Sequen
     config: see IclConfig.
 
   Raises:
-    ValueError: for an unknown protocol or, with 'retrieval', if one item's
-      own documents do not fit the budget.
+    ValueError: with 'retrieval', if one item's own documents do not fit the
+      budget.
   """
-  if config.protocol not in PROTOCOLS:
-    raise ValueError(f'Unknown ICL protocol {config.protocol!r}; use one of '
-                     f'{PROTOCOLS}.')
   texts = [d['text'] for d in documents]
   overhead = len(tok.encode(_context([], config), add_bos=True))
   sep = len(tok.encode(config.separator))

@@ -33,6 +33,7 @@ import tqdm
 
 from icl_iwl.data import tokenizer as tokenizer_lib
 from icl_iwl.eval import packing
+from icl_iwl.eval.options import ScorerConfig
 from icl_iwl.eval.packing import Item
 from icl_iwl.model import cache
 from icl_iwl.model import gemma
@@ -80,39 +81,6 @@ class ItemScore:
     return out
 
 
-@dataclasses.dataclass(frozen=True)
-class ScorerConfig:
-  """Shapes and policies of the scorer.
-
-  rows_per_batch: most rows per call (rounded up to a multiple of the batch
-    shards); a last, partial batch has fewer (a power of two times the shards).
-  buckets: allowed row lengths; an item longer than the largest is too long.
-  min_row_length: short items share rows of at least this length (fewer,
-    fuller rows: less padding).
-  context_chunk: a shared context is encoded in chunks of this many tokens
-    into a memory whose length is a multiple of it.
-  max_context: longest shared context (tokens).
-  too_long: 'error', or 'truncate_left' (drop the oldest prompt tokens, keep
-    the first; logged) for items longer than the largest bucket.
-  share_context: encode each distinct context once into a key/value memory
-    (False: put the context tokens in every item's row; for checking).
-  context_cache: how many encoded contexts are kept for later calls (the
-    least recently used is dropped first; each is 2 x layers x length x kv
-    heads x head dim values: 151 MB for the 270M model at 4,096 tokens, f32).
-  logit_chunk: most targets per row whose [R, chunk, V] logits are made at once.
-  """
-
-  rows_per_batch: int = 8
-  buckets: tuple[int, ...] = (32, 64, 128, 256, 512, 1024)
-  min_row_length: int = 128
-  context_chunk: int = 512
-  max_context: int = 8192
-  too_long: str = 'error'
-  share_context: bool = True
-  context_cache: int = 8
-  logit_chunk: int = 64
-
-
 def tree_mask(segments_BT: jax.Array, branches_BT: jax.Array) -> jax.Array:
   """[B, T, T]: causal within an item; a choice sees its prompt and itself."""
   same_branch = branches_BT[:, :, None] == branches_BT[:, None, :]
@@ -126,9 +94,6 @@ class Scorer:
                tok: tokenizer_lib.Tokenizer, config: ScorerConfig = ScorerConfig(),
                mesh: jax.sharding.Mesh | None = None,
                rules: rules_lib.Rules = rules_lib.DEFAULT_RULES):
-    if config.too_long not in ('error', 'truncate_left'):
-      raise ValueError(f"too_long must be 'error' or 'truncate_left', "
-                       f'not {config.too_long!r}.')
     self.model, self.tok, self.config = model, tok, config
     self.mesh = mesh or mesh_lib.make_mesh(mesh_lib.DEFAULT_MESH)
     self.rules = rules_lib.fit(rules, model.config, self.mesh)
