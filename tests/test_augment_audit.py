@@ -150,7 +150,7 @@ def test_semantic():
 
 def test_the_rebuilt_world_is_the_generated_one():
   data = semantic.generate(semantic.SMALL)
-  world = checkers.semantic_world(semantic.SMALL)
+  world = semantic.make_world(semantic.SMALL)[0]
   ids = {sw.isa_id(x) for x in world.categories if world.parent[x]}
   ids |= {sw.property_id(x, p) for x, ps in world.properties.items()
           for p in ps}

@@ -56,7 +56,7 @@ def test_experiment_runs_its_stages_once_and_reports_them(tmp_path):
   assert result == {'report': str(tmp_path / 'report.md')}
   text = (tmp_path / 'report.md').read_text()
   rows = _lines(tmp_path / 'icl' / 'test_reversal-baseline.jsonl')
-  assert f'| test_reversal | 0.500  | ' in text
+  assert '| test_reversal | 0.500  | ' in text
   assert 'FT (LoRA 16)' in text and ': ICL (' in text
   # The no-context column is the eval_icl stage's baseline accuracy.
   assert f'{_accuracy(rows):.3f}' in text.split('| test_reversal |')[1].split('\n')[0]

@@ -12,7 +12,6 @@ import signal
 import stat
 import subprocess
 import sys
-import time
 
 import pytest
 import tensorflow_datasets as tfds

@@ -41,12 +41,10 @@ factory `(builder config) -> Checker`.
 """
 
 import dataclasses
-import random
 import re
 from typing import Iterable, Protocol
 
 from icl_iwl import registry
-from icl_iwl.data import words
 from icl_iwl.data.builders import reversal_curse
 from icl_iwl.data.builders import reversals
 from icl_iwl.data.builders import semantic
@@ -193,17 +191,6 @@ class Syllogisms:
     return claims
 
 
-def semantic_world(config: semantic.SemanticConfig) -> sw.World:
-  """The world `semantic.generate(config)` builds (the same draws, in order)."""
-  rng = random.Random(f'semantic:{config.seed}')
-  sampler = words.WordSampler(config.seed, 'semantic')
-  names = sampler.words(sum(config.level_sizes))
-  verbs = sampler.words(config.num_verbs)
-  return sw.make_world(rng, names, verbs, sampler.word, config.level_sizes,
-                       config.num_holdouts, config.relation_prob,
-                       config.max_properties)
-
-
 _ISA_CUES = frozenset({
     'kind', 'kinds', 'type', 'types', 'sort', 'sorts', 'belong', 'belongs',
     'member', 'members', 'subtype', 'subtypes', 'class', 'classify',
@@ -221,7 +208,7 @@ class Semantic:
   """Inclusion, properties and relations of the category world."""
 
   def __init__(self, config: semantic.SemanticConfig):
-    self.world = w = semantic_world(config)
+    self.world = w = semantic.make_world(config)[0]
     self.owner = {p.word: (x, p) for x, ps in w.properties.items() for p in ps}
     self.verb_form = {}
     for r in w.relations:

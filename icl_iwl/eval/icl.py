@@ -30,7 +30,6 @@ import numpy as np
 from icl_iwl.data import tokenizer as tokenizer_lib
 from icl_iwl.eval import scoring
 from icl_iwl.eval.options import IclConfig
-from icl_iwl.eval.options import PROTOCOLS
 from icl_iwl.eval.packing import Item
 
 

@@ -218,8 +218,9 @@ class _Probes:
         yield self.claim(split, x, x, a, fact, f'{kind}:{hops}hop')
 
 
-def generate(config: SemanticConfig) -> base.Splits:
-  """All splits of the semantic-structure dataset."""
+def make_world(config: SemanticConfig) -> tuple[sw.World, list[str], random.Random]:
+  """(the world of `config`, its category names, the generator's rng after
+  drawing it): the knowledge base the documents and probes state."""
   rng = random.Random(f'semantic:{config.seed}')
   sampler = words.WordSampler(config.seed, 'semantic')
   names = sampler.words(sum(config.level_sizes))
@@ -227,6 +228,12 @@ def generate(config: SemanticConfig) -> base.Splits:
   world = sw.make_world(rng, names, verbs, sampler.word, config.level_sizes,
                         config.num_holdouts, config.relation_prob,
                         config.max_properties)
+  return world, names, rng
+
+
+def generate(config: SemanticConfig) -> base.Splits:
+  """All splits of the semantic-structure dataset."""
+  world, names, rng = make_world(config)
   per, extra = divmod(config.num_documents, len(names))
   docs = [_document(world, x, j == 0, rng, config)
           for i, x in enumerate(names) for j in range(per + (i < extra))]
