@@ -11,6 +11,7 @@ import pytest
 from icl_iwl.data import datasets
 from icl_iwl.data import tokenizer
 from icl_iwl.eval import icl
+from icl_iwl.eval import options
 from icl_iwl.eval import probes
 from icl_iwl.eval import scoring
 
@@ -26,7 +27,7 @@ def _docs_in(context, docs):
   return {i for i, d in enumerate(docs) if d['text'] in context}
 
 
-@pytest.mark.parametrize('protocol', icl.PROTOCOLS)
+@pytest.mark.parametrize('protocol', options.PROTOCOLS)
 def test_documents_that_fit_make_one_shuffled_context(protocol):
   docs, items = _data()
   tok = tokenizer.load_default()
@@ -94,6 +95,7 @@ import json, sys
 from icl_iwl.data import tokenizer
 from icl_iwl.data import datasets
 from icl_iwl.eval import icl
+from icl_iwl.eval import options
 docs = datasets.resolve('reversals', 'small').records('train')
 config = icl.IclConfig(budget=200, num_subsamples=4, seed=7)
 print(json.dumps([p[0][0] for p in icl.contexts(docs, [], tokenizer.load_default(), config)]))
