@@ -48,8 +48,8 @@ def test_registry():
   assert datasets.select('reversals, jsonl/mine') == ['reversals', 'jsonl/mine']
   with pytest.raises(errors.UserError, match='letters, digits'):
     datasets.select('jsonl/no way')
-  with pytest.raises(errors.UserError, match="no config 'medium'"):
-    datasets.resolve('reversals', 'medium')
+  with pytest.raises(errors.UserError, match="no config 'large'"):
+    datasets.resolve('reversals', 'large')
 
 
 def load(name, split, config, data_dir):

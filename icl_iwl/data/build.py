@@ -35,7 +35,7 @@ def define_flags() -> None:
       'all, or a comma-separated list of: '
       + ', '.join(builders.DATASETS.names()))
   flags.DEFINE_enum(
-      'config', 'full', ['full', 'small'],
+      'config', 'full', ['full', 'medium', 'small'],
       'full: paper-like sizes; small: a few examples, for tests.')
   flags.DEFINE_string(
       'data_dir', None, 'TFDS data dir (default: $ICL_IWL_DATA_DIR, else '

@@ -41,7 +41,7 @@ def define_flags() -> None:
       'datasets', 'all', 'all, a comma-separated list of: '
       + ', '.join(builders.DATASETS.names()) + ', or jsonl/<name> entries.')
   flags.DEFINE_enum(
-      'config', 'full', ['full', 'small'], 'Config of the synthetic datasets.')
+      'config', 'full', ['full', 'medium', 'small'], 'Config of the synthetic datasets.')
   flags.DEFINE_string(
       'data_dir', None, 'TFDS data dir (default: $ICL_IWL_DATA_DIR).')
   flags.DEFINE_string(

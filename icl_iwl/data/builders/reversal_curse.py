@@ -115,6 +115,9 @@ FULL = ReversalCurseConfig(name='full', seed=0, description='Paper-like sizes.')
 SMALL = ReversalCurseConfig(
     name='small', seed=0, people_per_group=6, templates_per_person=3,
     description='A few people, for tests.')
+MEDIUM = ReversalCurseConfig(
+    name='medium', seed=0, people_per_group=16, templates_per_person=4,
+    description='A CPU-sized experiment: 48 people, 192 documents.')
 
 
 GROUPS = ('p2d', 'd2p', 'both')
@@ -235,7 +238,7 @@ class ReversalCurse(base.RecordBuilder):
                'test_both_description); realistic names from faker by '
                'default (names="nonsense" keeps generated ones).',
   }
-  BUILDER_CONFIGS = [FULL, SMALL]
+  BUILDER_CONFIGS = [FULL, SMALL, MEDIUM]
   RECORD_KINDS = (schema.DOCUMENT, schema.MC)
 
   def generate(self, config: ReversalCurseConfig) -> base.Splits:

@@ -70,6 +70,9 @@ FULL = ReversalsConfig(name='full', seed=0, description='Paper-like sizes.')
 SMALL = ReversalsConfig(
     name='small', seed=0, num_facts=8, num_relations=4, docs_per_fact=2,
     description='A few facts, for tests.')
+MEDIUM = ReversalsConfig(
+    name='medium', seed=0, num_facts=40, num_relations=20, docs_per_fact=4,
+    description='A CPU-sized experiment: 40 facts, 160 documents.')
 
 
 @dataclasses.dataclass(frozen=True)
@@ -151,7 +154,7 @@ class Reversals(base.RecordBuilder):
       '2.0.0': 'Each relation is stated once with each of its words, so a '
                'word preference scores 0.5; words from fixed hash slots.',
   }
-  BUILDER_CONFIGS = [FULL, SMALL]
+  BUILDER_CONFIGS = [FULL, SMALL, MEDIUM]
   RECORD_KINDS = (schema.DOCUMENT, schema.MC)
 
   def generate(self, config: ReversalsConfig) -> base.Splits:

@@ -88,6 +88,9 @@ FULL = SemanticConfig(name='full', seed=0, description='Paper-like sizes.')
 SMALL = SemanticConfig(
     name='small', seed=0, level_sizes=(2, 4, 8), num_holdouts=2,
     num_documents=42, description='A small tree, for tests.')
+MEDIUM = SemanticConfig(
+    name='medium', seed=0, level_sizes=(3, 8, 16, 30), num_holdouts=6,
+    num_documents=285, description='A CPU-sized experiment: 57 categories.')
 
 
 def _facts(
@@ -276,7 +279,7 @@ class Semantic(base.RecordBuilder):
                'properties; every isa template names the child first; words '
                'from fixed hash slots.',
   }
-  BUILDER_CONFIGS = [FULL, SMALL]
+  BUILDER_CONFIGS = [FULL, SMALL, MEDIUM]
   RECORD_KINDS = (schema.DOCUMENT, schema.MC)
 
   def generate(self, config: SemanticConfig) -> base.Splits:

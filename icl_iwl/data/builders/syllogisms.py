@@ -161,6 +161,9 @@ class SyllogismsConfig(base.GeneratorConfig):
 FULL = SyllogismsConfig(name='full', seed=0, description='Paper-like sizes.')
 SMALL = SyllogismsConfig(
     name='small', seed=0, num_items=12, description='A few items, for tests.')
+MEDIUM = SyllogismsConfig(
+    name='medium', seed=0, num_items=36,
+    description='A CPU-sized experiment: 36 items.')
 
 
 @dataclasses.dataclass(frozen=True)
@@ -253,7 +256,7 @@ class Syllogisms(base.RecordBuilder):
                'test_mc; premises in classical order; words from fixed hash '
                'slots.',
   }
-  BUILDER_CONFIGS = [FULL, SMALL]
+  BUILDER_CONFIGS = [FULL, SMALL, MEDIUM]
   RECORD_KINDS = (schema.DOCUMENT, schema.MC)
 
   def generate(self, config: SyllogismsConfig) -> base.Splits:
