@@ -39,5 +39,6 @@ def get_config(arg: str | None = None):
   c = config_lib.ConfigDict()
   c.job = 'experiment'
   c.title = f'{a.dataset} ({size}): prior, ICL and LoRA fine-tuning'
+  c.order = ('icl', 'finetune')
   c.stages = config_lib.ConfigDict({'icl': icl, 'finetune': finetune})
   return c

@@ -416,20 +416,28 @@ def _check_augment(a: ConfigDict) -> None:
     raise ConfigError(f'config.{e}') from None
 
 
-def validate(config: ConfigDict, num_devices: int | None = None) -> None:
+def validate(config: ConfigDict, num_devices: int | None = None,
+             produced: frozenset[str] = frozenset()) -> None:
   """Raises ConfigError naming the first field that cannot work.
 
   Checks what would otherwise fail after a model is loaded: names (preset,
   dtype, checkpoint, dataset, split, sampler), paths, sizes, and with
   `num_devices` the mesh and the batch's divisibility. Datasets are built if
-  missing (seconds), models never loaded.
+  missing (seconds), models never loaded. `produced`: imported datasets that
+  an earlier stage of an experiment writes (not checked for existence).
   """
   if 'stages' in config:  # An experiment: each stage is a whole job config.
-    for name, stage in config.stages.items():
+    if sorted(config.order) != sorted(config.stages):
+      raise ConfigError(f'config.order {tuple(config.order)} must name every stage '
+                        f'once: {", ".join(config.stages)}.')
+    for name in config.order:
+      stage = config.stages[name]
       try:
-        validate(stage, num_devices)
+        validate(stage, num_devices, produced)
       except ConfigError as e:
         raise ConfigError(f'stage {name!r}: {e}') from None
+      if 'augment' in stage:  # Later stages may train on what it writes.
+        produced = produced | {f'jsonl/{stage.augment.output}'}
     return
   for name in ('job', 'seed', 'mesh', 'rules', 'model'):
     if name not in config:
@@ -470,7 +478,7 @@ def validate(config: ConfigDict, num_devices: int | None = None) -> None:
     if d.get('sources'):
       from icl_iwl.augment import mixture  # pylint: disable=g-import-not-at-top
       try:
-        mixture.check(d)
+        mixture.check(d, skip=produced)
       except errors.UserError as e:
         raise ConfigError(f'config.data.sources = {d.sources!r}: {e}') from None
   if 'augment' in config:

@@ -186,6 +186,8 @@ _WORDS = {
     'quickstart.py': ['', 'tiny'],
     'augment.py': [f'{d}{w}' for d in datasets.names() if d != 'ictrain'
                    for w in ('', ',local', ',global', ',split', ',tiny')],
+    'lampinen.py': [f'{d}{w}' for d in datasets.names() if d != 'ictrain'
+                    for w in ('', ',augmented', ',tiny', ',augmented,tiny')],
     'experiment.py': [f'{d}{w}' for d in datasets.names() for w in ('', ',tiny', ',full')],
     'eval_icl.py': [f'{d}{t}' for d in datasets.names() for t in ('', ',tiny')],
     'finetune.py': [f'{d}{w}' for d in datasets.names()

@@ -1,7 +1,8 @@
 """Job 'experiment': several jobs (stages) in sub-workdirs, then one report.
 
 `config.stages` maps a stage name to a whole job config (e.g. 'icl' an
-eval_icl config, 'finetune' a train config); each runs in <workdir>/<name>
+eval_icl config, 'finetune' a train config), run in the order of
+`config.order` (a ConfigDict sorts its keys); each runs in <workdir>/<name>
 with the same guarantees as a run of its own (resume, workdir guard), and a
 stage that finished is skipped on rerun. Then `icl_iwl.report` collects the
 stages into <workdir>/report.md and its plots, and the table is printed.
@@ -21,7 +22,8 @@ from icl_iwl.jobs import JOBS
 @JOBS.register('experiment')
 def run(config: ml_collections.ConfigDict, workdir: pathlib.Path) -> dict[str, str]:
   """Runs the unfinished stages in order; returns where the report is."""
-  for name, stage in config.stages.items():
+  for name in config.order:
+    stage = config.stages[name]
     sub = workdir_lib.claim(workdir / name, stage)
     if (sub / report.DONE).exists():
       continue

@@ -1,0 +1,77 @@
+"""The ICL-vs-fine-tuning table of Lampinen et al. 2025 on one dataset.
+
+    python -m icl_iwl.main --config=configs/lampinen.py:reversals \
+        --workdir=/tmp/lampinen/reversals
+    python -m icl_iwl.report --root=/tmp/lampinen --out=docs/results/lampinen
+
+Stages (jobs/experiment.py: each in its own sub-workdir, resumable, finished
+stages skipped on rerun), on the dataset's 'medium' config (sized for a CPU):
+  icl            the pretrained model with nothing in context (the prior) and
+                 with the training documents in context: the whole training
+                 set when it fits `icl.budget` tokens, else 8 probe-blind
+                 subsamples (the paper's protocol);
+  ft_s<k>        full fine-tuning on the documents, seeds k = 0, 1, 2;
+  lora_s<k>      LoRA rank 16, seeds k = 0, 1, 2;
+and with the word 'augmented' also
+  augment        local augmentation passes (rephrase, reverse, infer) by the
+                 pretrained model (configs/augment.py), then
+  aug_s<k>       full fine-tuning on the documents plus what it generated.
+Each trained run's probes are scored halfway and at the end.
+
+Budget on a 2-core CPU (embedded 270M, float32): a full fine-tuning step of
+8 x 128 tokens takes ~10 s, LoRA a little less; `_STEPS` gives ~10 epochs of
+the medium training sets (3 of semantic's), so six trained runs take about
+an hour for reversals or reversal_curse, 20 min for syllogisms, two hours for
+semantic; ICL evaluation minutes (semantic: ~20 min). 'tiny' runs the whole
+pipeline with a random two-layer model in a few minutes (tests).
+"""
+
+import pathlib
+
+from icl_iwl import config_lib
+
+_HERE = pathlib.Path(__file__).resolve().parent
+SEEDS = (0, 1, 2)
+# Steps per trained run: ~10 epochs of the medium training sets at 8 x 128
+# tokens per step (semantic: ~3 epochs of its 33k tokens).
+_STEPS = {'reversals': 60, 'reversal_curse': 60, 'syllogisms': 20, 'semantic': 120}
+
+
+def get_config(arg: str | None = None):
+  a = config_lib.parse_arg(arg, {'dataset': config_lib.DATASET_WORDS},
+                           dataset='reversals', augmented=False, tiny=False)
+  tiny = ',tiny' if a.tiny else ''
+  size = 'small' if a.tiny else 'medium'
+  stages = {}
+  icl = config_lib.load_file(f'{_HERE / "eval_icl.py"}:{a.dataset}{tiny}')
+  icl.eval.config = size
+  if not a.tiny:
+    icl.icl.budget = 6144  # The whole medium training set, where it fits.
+  stages['icl'] = icl
+  kinds = [('ft', ''), ('lora', ',lora')]
+  if a.augmented:
+    augment = config_lib.load_file(f'{_HERE / "augment.py"}:{a.dataset},local{tiny}')
+    augment.augment.config = size
+    augment.augment.output = config_lib.augmented_name(a.dataset, size, ['local'])
+    stages['augment'] = augment
+    kinds.append(('aug', ''))
+  for name, words in kinds:
+    for seed in SEEDS:
+      ft = config_lib.load_file(f'{_HERE / "finetune.py"}:{a.dataset}{words}{tiny}')
+      ft.seed = ft.data.seed = seed
+      ft.data.config = size
+      if name == 'aug':
+        ft.data.sources = f'original:1,jsonl/{augment.augment.output}:1'
+        ft.label = 'augmented FT (local)'
+      if not a.tiny:
+        steps = _STEPS.get(a.dataset, 60)
+        ft.train.update(steps=steps, warmup_steps=steps // 10, log_every=5)
+        ft.eval.every = steps // 2
+        ft.checkpoint.every = steps // 2
+      stages[f'{name}_s{seed}'] = ft
+  c = config_lib.ConfigDict()
+  c.job = 'experiment'
+  c.title = f'{a.dataset} ({size}): ICL vs fine-tuning (Lampinen et al. 2025)'
+  c.order = tuple(stages)
+  c.stages = config_lib.ConfigDict(stages)
+  return c
