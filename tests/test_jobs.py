@@ -63,3 +63,29 @@ def test_experiment_runs_its_stages_once_and_reports_them(tmp_path):
   done = {s: (tmp_path / s / 'done.json').stat().st_mtime_ns for s in ('icl', 'finetune')}
   experiment.run(config, tmp_path)  # Finished stages are not run again.
   assert done == {s: (tmp_path / s / 'done.json').stat().st_mtime_ns for s in done}
+
+
+def test_berglund_files_through_icl_finetuning_and_augmented_finetuning(
+    tmp_path, monkeypatch):
+  """The bring-your-own-data chain of docs/results.md on a miniature of the
+  public Berglund et al. files: import, then configs/lampinen.py on the
+  imported dataset (prior and ICL, fine-tuning, local augmentation by the
+  model, fine-tuning on the augmented mixture), one seed of each, then the
+  forward/reverse table."""
+  from test_data_jsonl import berglund_dir  # pylint: disable=g-import-not-at-top
+  from icl_iwl.data import berglund  # pylint: disable=g-import-not-at-top
+  monkeypatch.setenv('ICL_IWL_DATA_DIR', str(tmp_path / 'tfds'))
+  berglund.import_berglund(str(berglund_dir(tmp_path)), 'bg', str(tmp_path / 'tfds'))
+  config = config_lib.load_file(f'{_CONFIGS}/lampinen.py:jsonl/bg,augmented,tiny')
+  config.order = ('icl', 'augment', 'ft_s0', 'aug_s0')
+  config_lib.validate(config, num_devices=8)
+  experiment.run(config, tmp_path / 'run')
+  text = (tmp_path / 'run' / 'report.md').read_text()
+  splits = ('test_p2d_reverse', 'test_d2p_reverse')
+  for split in splits:
+    row = text.split(f'| {split} |')[1].split('\n')[0]
+    baseline = _lines(tmp_path / 'run' / 'icl' / f'{split}-baseline.jsonl')
+    assert f'{_accuracy(baseline):.3f}' in row  # The prior column.
+  assert 'augmented FT (local)' in text and 'FT' in text
+  done = json.loads((tmp_path / 'run' / 'augment' / 'done.json').read_text())
+  assert done['documents'] > 0 and done['dataset'].startswith('jsonl/')

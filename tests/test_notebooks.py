@@ -38,6 +38,10 @@ _REPORTS = {
         'accuracy': accuracy, 'margins': margins,
         'item_margins': {n: {s: [margin(x) for x in scores[n][s]] for s in splits}
                          for n in scores}}""",
+    '03_samplers_and_augmentation.ipynb': """{
+        'tiny': TINY, 'grades': list(data_config.grades), 'observed': observed,
+        'num_draws': NUM_DRAWS, 'result': result, 'audit': audit,
+        'num_generated': len(generated)}""",
 }
 
 
@@ -146,4 +150,19 @@ def test_finetune(executed):
       assert positive <= a * len(item_margins) + 1e-6
       assert a * len(item_margins) <= positive + sum(m == 0 for m in item_margins) + 1e-6
       assert out['margins'][split][name] == pytest.approx(sum(item_margins) / len(item_margins))
+  assert _figures(cells) == 2
+
+
+def test_samplers_and_augmentation(executed):
+  out, cells = _report(executed, '03_samplers_and_augmentation.ipynb')
+  assert out['tiny']
+  # Observed grade frequencies within 4 binomial standard deviations.
+  n = out['num_draws']
+  for p, q in zip(out['grades'], out['observed']):
+    assert abs(p - q) <= 4 * math.sqrt(p * (1 - p) / n), (out['grades'], out['observed'])
+  result = out['result']
+  assert out['num_generated'] == result['documents'] == sum(result['per_pass'].values())
+  assert set(result['per_pass']) <= {'rephrase', 'reverse', 'infer'}
+  for row in out['audit'].values():  # Every sentence gets exactly one label.
+    assert row['sentences'] == sum(row[k] for k in ('true', 'false', 'undetermined', 'none'))
   assert _figures(cells) == 2
