@@ -44,3 +44,23 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
   for item in items:
     if not any(item.get_closest_marker(tier) for tier in TIERS):
       item.add_marker(_FILE_TIER.get(item.path.name, 'unit'))
+
+
+_TIER_SECONDS: dict[str, float] = {}
+_TIER_COUNTS: dict[str, int] = {}
+
+
+def pytest_runtest_logreport(report: pytest.TestReport) -> None:
+  """Adds each test's setup + call + teardown time to its tier's total."""
+  tier = next((t for t in TIERS if t in report.keywords), 'unit')
+  _TIER_SECONDS[tier] = _TIER_SECONDS.get(tier, 0.0) + report.duration
+  if report.when == 'call':
+    _TIER_COUNTS[tier] = _TIER_COUNTS.get(tier, 0) + 1
+
+
+def pytest_terminal_summary(terminalreporter) -> None:
+  """One line with the time of each tier (recorded in docs/benchmarks.md)."""
+  if _TIER_COUNTS:
+    terminalreporter.write_line('tiers: ' + ', '.join(
+        f'{t} {_TIER_COUNTS.get(t, 0)} tests {_TIER_SECONDS.get(t, 0.0):.0f} s'
+        for t in TIERS))
