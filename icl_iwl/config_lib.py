@@ -102,14 +102,15 @@ def data(dataset: str, **overrides) -> ConfigDict:
   'embedding'); 'contrastive' draws its grade (similar slots) g with
   probability grades[g] and, with `near_duplicates`, fills them with pairs
   one word away with another output first; `mixture` is the samplers' mix
-  for sampler 'mixture', 'name:weight,...'. `sources` mixes other datasets
+  for sampler 'mixture', 'name:weight,...'; `tasks` keeps the IC-Train pairs
+  of these tasks ('translation,classification'; '' every one). `sources` mixes other datasets
   into the training records, e.g. 'original:1,jsonl/augment_reversals:1'
   (augmented fine-tuning, see augment/mixture.py; '' is the split alone).
   """
   c = ConfigDict(dict(dataset=dataset, config='full', split='train',
                       sampler='documents', num_context=4, seed=0,
                       similarity='bm25', grades=(0.5, 0.5),
-                      near_duplicates=False, mixture='', sources=''))
+                      near_duplicates=False, mixture='', tasks='', sources=''))
   c.update(overrides)
   return c
 
@@ -123,13 +124,16 @@ def checkpoint(**overrides) -> ConfigDict:
 
 
 def evaluation(dataset: str = '', config: str = 'full', splits: str = '',
-               limit: int = 0, every: int = 0) -> ConfigDict:
+               limit: int = 0, every: int = 0, grades: str = '') -> ConfigDict:
   """Which probes are scored: `dataset`'s comma-separated `splits` ('': every
   multiple-choice split), the first `limit` items of each (0: all). In a
   training config, `dataset` '' means the training dataset, and the eval hook
-  runs every `every` steps and at the end (0: never)."""
+  runs every `every` steps and at the end (0: never). `grades` (IC-Train
+  datasets): score the IWL / ICL / copy probes with contexts of these
+  similarity grades instead ('none,random,similar,near_duplicate', see
+  eval/ictrain.py; `limit` then counts per task)."""
   return ConfigDict(dict(dataset=dataset, config=config, splits=splits,
-                         limit=limit, every=every))
+                         limit=limit, every=every, grades=grades))
 
 
 # The passes that each word of configs/augment.py's arg runs.
@@ -491,6 +495,13 @@ def validate(config: ConfigDict, num_devices: int | None = None,
       name, cfg = eval_dataset(config)
       _check_dataset('eval' if e.dataset else 'data', name, cfg,
                      split_list(e.splits), probes=True)
+    if e.get('grades'):
+      from icl_iwl.eval import ictrain  # pylint: disable=g-import-not-at-top
+      for grade in split_list(e.grades):
+        _one_of('eval.grades', grade, ictrain.GRADES)
+      name, cfg = eval_dataset(config)
+      _check_dataset('eval' if e.dataset else 'data', name, cfg,
+                     [f'test_{k}' for k in ictrain.KINDS], probes=True)
   if 'scorer' in config:
     s = config.scorer
     try:
