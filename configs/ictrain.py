@@ -40,8 +40,8 @@ def get_config(arg: str | None = None):
     c.data.mixture = 'random:1,similar:1'
   # An IC-Train sequence of 4 examples and the target has 70-116 tokens: one
   # per row of 128. Without context one per row of 26 (an example has 11-25
-  # tokens, two never fit), so that
-  # a step trains on as many targets as with context.
+  # tokens; only the 5% translation noun phrases, 11-13, can pair up), so
+  # that a step trains on about as many targets as with context.
   c.train = config_lib.train(steps=200, seq_len=26 if a.sampler == 'none' else 128)
   c.checkpoint = config_lib.checkpoint()
   c.eval = config_lib.evaluation(every=50, limit=50, grades=GRADES)

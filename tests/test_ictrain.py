@@ -206,3 +206,27 @@ def test_report_rows_by_grade_with_spread_and_plots(tmp_path):
   assert curves[('icl', 'out', 'random')]['IC-Train contrastive'] == {
       10: [0.3, 0.3], 20: [0.5, 0.7]}
   assert chance[('copy', 'in', 'near_duplicate')] == 0.25
+
+
+@pytest.mark.parametrize('task', ['translation', 'classification', 'all'])
+def test_every_training_example_fits_one_per_row(task):
+  from icl_iwl.data import context  # pylint: disable=g-import-not-at-top
+  from icl_iwl.data import pipeline  # pylint: disable=g-import-not-at-top
+  from icl_iwl.data import samplers  # pylint: disable=g-import-not-at-top
+  from icl_iwl.data import tokenizer  # pylint: disable=g-import-not-at-top
+  tok = tokenizer.load_default()
+  for sampler in ('none', 'contrastive'):
+    config = config_lib.load_file(f'{_CONFIGS / "ictrain.py"}:{task},{sampler}')
+    d = config.data
+    records = datasets.resolve(d.dataset, d.config).records(d.split)
+    built = samplers.SAMPLERS.get(d.sampler)(records, d)
+    assert {p['task'] for p in built.pairs} == (
+        {'translation', 'classification'} if task == 'all' else {task})
+    assert pipeline.check_lengths(built, tok, config.train.seq_len) == 0
+    # Without context one example a row, ~8 targets a step, as with context:
+    # only the few short ones (translation noun phrases) can share a row.
+    if sampler == 'none':
+      rng = np.random.default_rng(0)
+      lengths = np.array([len(context.fit(built(i, rng), tok, config.train.seq_len).tokens)
+                          for i in range(len(built))])
+      assert np.mean(lengths + lengths.min() <= config.train.seq_len) < 0.06
