@@ -19,6 +19,7 @@ The blocks a job reads:
 
 import dataclasses
 import difflib
+import functools
 import importlib.util
 import pathlib
 import re
@@ -420,6 +421,22 @@ def _check_augment(a: ConfigDict) -> None:
     raise ConfigError(f'config.{e}') from None
 
 
+def _split_records(name: str, config: str, split: str) -> list[dict[str, Any]]:
+  """A split's records for the checks; a built-in dataset's are decoded once
+  per process (an experiment validates many stages on one split; decoding
+  ictrain/full's 6000 pairs takes seconds)."""
+  from icl_iwl.data import datasets  # pylint: disable=g-import-not-at-top
+  if datasets.is_user(name):  # An imported dataset may be rewritten.
+    return datasets.resolve(name, config).records(split)
+  return _builtin_records(name, config, split)
+
+
+@functools.lru_cache(maxsize=4)
+def _builtin_records(name: str, config: str, split: str) -> list[dict[str, Any]]:
+  from icl_iwl.data import datasets  # pylint: disable=g-import-not-at-top
+  return datasets.resolve(name, config).records(split)
+
+
 def validate(config: ConfigDict, num_devices: int | None = None,
              produced: frozenset[str] = frozenset()) -> None:
   """Raises ConfigError naming the first field that cannot work.
@@ -472,10 +489,8 @@ def validate(config: ConfigDict, num_devices: int | None = None,
     _one_of('data.sampler', d.sampler, samplers.SAMPLERS.names())
     _require(d.num_context >= 0, 'data.num_context', d.num_context, 'must be >= 0')
     _check_dataset('data', d.dataset, d.config, [d.split], probes=False)
-    from icl_iwl.data import datasets  # pylint: disable=g-import-not-at-top
     try:  # The sampler finds what it needs in the split.
-      samplers.SAMPLERS.get(d.sampler)(
-          datasets.resolve(d.dataset, d.config).records(d.split), d)
+      samplers.SAMPLERS.get(d.sampler)(_split_records(d.dataset, d.config, d.split), d)
     except ValueError as e:
       raise ConfigError(f'config.data.sampler = {d.sampler!r} on '
                         f'{d.dataset}/{d.split}: {e}') from None
