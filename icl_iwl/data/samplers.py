@@ -18,9 +18,9 @@ under the budget. Selected by `config.data.sampler`; every one is built as
                contrastive:3'), drawn by weight.
 
 IC-Train samplers train on the pairs of `tasks` ('translation,...'; '': every
-task), the other tasks held out. IC-Train contexts hold pairs of the target's task only, never the target
-itself nor another pair with the same input (that would give the answer
-away). Neighbour tables are built once per sampler, on first use (not when a
+task), the other tasks held out. IC-Train contexts hold pairs of the
+target's task only, never the target itself nor another pair with the same
+input (that would give the answer away). Neighbour tables are built once per sampler, on first use (not when a
 config is validated); 'embedding' needs `embed` (texts -> [N, D], e.g.
 `embedding.model_embedder`). Each Example records its sampler (`kind`) and
 which context examples are the similar ones (`similar`, its grade).
