@@ -19,6 +19,7 @@ The blocks a job reads:
 
 import dataclasses
 import difflib
+import functools
 import importlib.util
 import pathlib
 import re
@@ -102,14 +103,15 @@ def data(dataset: str, **overrides) -> ConfigDict:
   'embedding'); 'contrastive' draws its grade (similar slots) g with
   probability grades[g] and, with `near_duplicates`, fills them with pairs
   one word away with another output first; `mixture` is the samplers' mix
-  for sampler 'mixture', 'name:weight,...'. `sources` mixes other datasets
+  for sampler 'mixture', 'name:weight,...'; `tasks` keeps the IC-Train pairs
+  of these tasks ('translation,classification'; '' every one). `sources` mixes other datasets
   into the training records, e.g. 'original:1,jsonl/augment_reversals:1'
   (augmented fine-tuning, see augment/mixture.py; '' is the split alone).
   """
   c = ConfigDict(dict(dataset=dataset, config='full', split='train',
                       sampler='documents', num_context=4, seed=0,
                       similarity='bm25', grades=(0.5, 0.5),
-                      near_duplicates=False, mixture='', sources=''))
+                      near_duplicates=False, mixture='', tasks='', sources=''))
   c.update(overrides)
   return c
 
@@ -123,13 +125,16 @@ def checkpoint(**overrides) -> ConfigDict:
 
 
 def evaluation(dataset: str = '', config: str = 'full', splits: str = '',
-               limit: int = 0, every: int = 0) -> ConfigDict:
+               limit: int = 0, every: int = 0, grades: str = '') -> ConfigDict:
   """Which probes are scored: `dataset`'s comma-separated `splits` ('': every
   multiple-choice split), the first `limit` items of each (0: all). In a
   training config, `dataset` '' means the training dataset, and the eval hook
-  runs every `every` steps and at the end (0: never)."""
+  runs every `every` steps and at the end (0: never). `grades` (IC-Train
+  datasets): score the IWL / ICL / copy probes with contexts of these
+  similarity grades instead ('none,random,similar,near_duplicate', see
+  eval/ictrain.py; `limit` then counts per task)."""
   return ConfigDict(dict(dataset=dataset, config=config, splits=splits,
-                         limit=limit, every=every))
+                         limit=limit, every=every, grades=grades))
 
 
 # The passes that each word of configs/augment.py's arg runs.
@@ -416,6 +421,22 @@ def _check_augment(a: ConfigDict) -> None:
     raise ConfigError(f'config.{e}') from None
 
 
+def _split_records(name: str, config: str, split: str) -> list[dict[str, Any]]:
+  """A split's records for the checks; a built-in dataset's are decoded once
+  per process (an experiment validates many stages on one split; decoding
+  ictrain/full's 6000 pairs takes seconds)."""
+  from icl_iwl.data import datasets  # pylint: disable=g-import-not-at-top
+  if datasets.is_user(name):  # An imported dataset may be rewritten.
+    return datasets.resolve(name, config).records(split)
+  return _builtin_records(name, config, split)
+
+
+@functools.lru_cache(maxsize=4)
+def _builtin_records(name: str, config: str, split: str) -> list[dict[str, Any]]:
+  from icl_iwl.data import datasets  # pylint: disable=g-import-not-at-top
+  return datasets.resolve(name, config).records(split)
+
+
 def validate(config: ConfigDict, num_devices: int | None = None,
              produced: frozenset[str] = frozenset()) -> None:
   """Raises ConfigError naming the first field that cannot work.
@@ -468,10 +489,8 @@ def validate(config: ConfigDict, num_devices: int | None = None,
     _one_of('data.sampler', d.sampler, samplers.SAMPLERS.names())
     _require(d.num_context >= 0, 'data.num_context', d.num_context, 'must be >= 0')
     _check_dataset('data', d.dataset, d.config, [d.split], probes=False)
-    from icl_iwl.data import datasets  # pylint: disable=g-import-not-at-top
     try:  # The sampler finds what it needs in the split.
-      samplers.SAMPLERS.get(d.sampler)(
-          datasets.resolve(d.dataset, d.config).records(d.split), d)
+      samplers.SAMPLERS.get(d.sampler)(_split_records(d.dataset, d.config, d.split), d)
     except ValueError as e:
       raise ConfigError(f'config.data.sampler = {d.sampler!r} on '
                         f'{d.dataset}/{d.split}: {e}') from None
@@ -491,6 +510,13 @@ def validate(config: ConfigDict, num_devices: int | None = None,
       name, cfg = eval_dataset(config)
       _check_dataset('eval' if e.dataset else 'data', name, cfg,
                      split_list(e.splits), probes=True)
+    if e.get('grades'):
+      from icl_iwl.eval import ictrain  # pylint: disable=g-import-not-at-top
+      for grade in split_list(e.grades):
+        _one_of('eval.grades', grade, ictrain.GRADES)
+      name, cfg = eval_dataset(config)
+      _check_dataset('eval' if e.dataset else 'data', name, cfg,
+                     [f'test_{k}' for k in ictrain.KINDS], probes=True)
   if 'scorer' in config:
     s = config.scorer
     try:

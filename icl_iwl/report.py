@@ -6,7 +6,9 @@ method, mean and spread over seeds, beside chance and the prior-only baseline.
 Every workdir under --root with a done.json is a finished run (icl_iwl.main
 writes it). What a run contributes, by its job:
   eval_icl  'no context' (the model's prior) and 'ICL (<protocol>)' per split;
-  train     the last eval of its probes ('FT' or 'FT (LoRA r)');
+  train     the last eval of its probes ('FT' or 'FT (LoRA r)'); an IC-Train
+            run (eval.grades) its IWL / ICL / copy scores as rows
+            '<score> <domain> <grade>' (eval/ictrain.py);
   score     its accuracy per split.
 A run's method is `config.label` if the config sets one, else named from the
 config as above; the model's own name is added when it is not the pretrained
@@ -18,7 +20,9 @@ pretrained model with nothing in context, the baseline every method must beat;
 Writes <out>.md (one table per dataset, the command and git revision of every
 run, the revision of the report) and <out>-<dataset>.png (accuracy by method
 per split) and <out>-<dataset>-steps.png (probe accuracy over training steps)
-where training runs exist.
+where training runs exist; for IC-Train runs <out>-<dataset>-<score>.png
+(each score over training steps by grade and domain, mean and min-max over
+seeds per method).
 """
 
 import collections
@@ -34,6 +38,7 @@ from absl import flags
 from icl_iwl import errors
 from icl_iwl import paths
 from icl_iwl import tables
+from icl_iwl.eval import ictrain
 
 DONE = 'done.json'
 PRIOR = 'prior'  # The method of a pretrained model's no-context scores.
@@ -122,18 +127,30 @@ def scores(workdir: pathlib.Path) -> list[Score]:
           row['icl'], row.get('chance'))
   elif job == 'train':
     last: dict[str, float] = {}
-    for line in (workdir / 'metrics.jsonl').read_text().splitlines():
-      try:
-        m = json.loads(line)
-      except json.JSONDecodeError:
-        continue
-      last.update({k: v for k, v in m.items() if k.endswith('/acc_sum')})
+    for m in _metrics(workdir):
+      last.update({k: v for k, v in m.items() if k.endswith('/acc_sum')
+                   or k.startswith('probe/')})
     for key, value in sorted(last.items()):
-      add(key.split('/')[1], label or _train_method(config), value)
+      if key.endswith('/acc_sum'):
+        add(key.split('/')[1], label or _train_method(config), value)
+      elif (cell := ictrain.parse_key(key)) is not None:
+        add(' '.join(cell), label or _train_method(config), value,
+            last.get(f'{key}/chance'))
   elif job == 'score':
     for row in _read_json(workdir / 'summary.json') or []:
       split = row['probes'].rsplit('/', 1)[-1]
       add(split, label or model or PRIOR, row['acc_sum'], row.get('chance'))
+  return out
+
+
+def _metrics(workdir: pathlib.Path) -> list[dict[str, Any]]:
+  """The lines of a run's metrics.jsonl that parse (a cut last line does not)."""
+  out = []
+  for line in (workdir / 'metrics.jsonl').read_text().splitlines():
+    try:
+      out.append(json.loads(line))
+    except json.JSONDecodeError:
+      continue
   return out
 
 
@@ -240,11 +257,7 @@ def plot_steps(dataset: str, workdirs: Sequence[pathlib.Path],
     if config.get('job') != 'train' or _eval_dataset(config) != dataset:
       continue
     curves = collections.defaultdict(list)
-    for line in (workdir / 'metrics.jsonl').read_text().splitlines():
-      try:
-        m = json.loads(line)
-      except json.JSONDecodeError:
-        continue
+    for m in _metrics(workdir):
       for key, value in m.items():
         if key.endswith('/acc_sum'):
           curves[key.split('/')[1]].append((m['step'], value))
@@ -264,6 +277,83 @@ def plot_steps(dataset: str, workdirs: Sequence[pathlib.Path],
     fig.savefig(path, dpi=120)
   plt.close(fig)
   return drawn
+
+
+Cell3 = tuple[str, str, str]  # (score, domain, grade)
+
+
+def probe_curves(dataset: str, workdirs: Sequence[pathlib.Path]
+                 ) -> tuple[dict[Cell3, dict[str, dict[int, list[float]]]],
+                            dict[Cell3, float]]:
+  """({(score, domain, grade): {method: {step: [value per seed]}}}, chance
+  per cell) of the IC-Train runs scored on `dataset`."""
+  out: dict = collections.defaultdict(
+      lambda: collections.defaultdict(lambda: collections.defaultdict(list)))
+  chance = {}
+  for workdir in workdirs:
+    config = _read_json(workdir / 'config.json') or {}
+    if config.get('job') != 'train' or _eval_dataset(config) != dataset:
+      continue
+    method = config.get('label') or _train_method(config)
+    for m in _metrics(workdir):
+      for key, value in m.items():
+        if (cell := ictrain.parse_key(key)) is not None:
+          out[cell][method][m['step']].append(value)
+          if f'{key}/chance' in m:
+            chance[cell] = m[f'{key}/chance']
+  return out, chance
+
+
+def plot_probe_steps(dataset: str, workdirs: Sequence[pathlib.Path],
+                     prefix: pathlib.Path) -> list[pathlib.Path]:
+  """Per score, <prefix>-<score>.png: the score over training steps, one
+  panel per (domain, grade), one line per method (mean over seeds, min-max
+  shaded), chance dashed. Returns the files written."""
+  import matplotlib  # pylint: disable=g-import-not-at-top
+  matplotlib.use('Agg')
+  import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
+  import numpy as np  # pylint: disable=g-import-not-at-top
+
+  curves, chance = probe_curves(dataset, workdirs)
+  written = []
+  for score in ictrain.SCORES:
+    cells = [c for c in curves if c[0] == score]
+    if not cells:
+      continue
+    domains = [d for d in ictrain.DOMAINS if any(c[1] == d for c in cells)]
+    grades = [g for g in ictrain.GRADES if any(c[2] == g for c in cells)]
+    fig, axes = plt.subplots(len(domains), len(grades), squeeze=False,
+                             sharex=True, sharey=True,
+                             figsize=(3.2 * len(grades) + 2, 2.6 * len(domains) + 0.6))
+    methods = _method_order({m for c in cells for m in curves[c]})
+    colors = {m: f'C{i}' for i, m in enumerate(methods)}
+    for r, domain in enumerate(domains):
+      for k, grade in enumerate(grades):
+        ax = axes[r][k]
+        ax.set_title(f'{domain} domain, {grade}', fontsize=9)
+        for method, per_step in curves.get((score, domain, grade), {}).items():
+          steps = sorted(per_step)
+          values = [per_step[s] for s in steps]
+          ax.plot(steps, [np.mean(v) for v in values], 'o-', ms=3,
+                  color=colors[method], label=method if (r, k) == (0, 0) else None)
+          ax.fill_between(steps, [min(v) for v in values],
+                          [max(v) for v in values], color=colors[method], alpha=0.2)
+        if (score, domain, grade) in chance:
+          ax.axhline(chance[(score, domain, grade)], color='k', ls='--', lw=1)
+        ax.set_ylim(0, 1)
+        if r == len(domains) - 1:
+          ax.set_xlabel('step')
+      axes[r][0].set_ylabel(f'{score} score')
+    fig.suptitle(f'{dataset}: {score} score during IC-Train '
+                 '(mean over seeds, min-max shaded; chance dashed)', fontsize=10)
+    fig.legend(fontsize=8, loc='upper left', bbox_to_anchor=(0.0, 0.0),
+               ncol=min(4, len(methods)))
+    fig.tight_layout()
+    path = prefix.with_name(f'{prefix.name}-{score}.png')
+    fig.savefig(path, dpi=110, bbox_inches='tight')
+    plt.close(fig)
+    written.append(path)
+  return written
 
 
 def report(root: str | pathlib.Path, out: str | pathlib.Path,
@@ -292,6 +382,9 @@ def report(root: str | pathlib.Path, out: str | pathlib.Path,
     steps_png = out.with_name(f'{out.name}-{slug}-steps.png')
     if plot_steps(dataset, workdirs, steps_png):
       parts.append(f'![{dataset} during training]({steps_png.name})\n')
+    for png in plot_probe_steps(dataset, workdirs, out.with_name(f'{out.name}-{slug}')):
+      parts.append(f'![{dataset}: {png.stem.rsplit("-", 1)[-1]} score during '
+                   f'training]({png.name})\n')
   parts.append('## Runs\n')
   for w in workdirs:
     lines = ((w / 'command.txt').read_text().splitlines()

@@ -190,6 +190,12 @@ _WORDS = {
                     for w in ('', ',augmented', ',tiny', ',augmented,tiny')],
     'experiment.py': [f'{d}{w}' for d in datasets.names() for w in ('', ',tiny', ',full')],
     'eval_icl.py': [f'{d}{t}' for d in datasets.names() for t in ('', ',tiny')],
+    'ictrain.py': [f'{t},{s}' for t in ('translation', 'classification', 'all')
+                   for s in ('none', 'random', 'similar', 'contrastive', 'mixture')]
+                  + [f'translation,contrastive{w}' for w in
+                     (',lora', ',scratch', ',tiny', ',lora,tiny', ',lora,scratch')],
+    'ictrain_experiment.py': ['translation', 'classification,lora', 'translation,tiny',
+                              'translation,lora,tiny', 'translation,steps=40,seeds=2'],
     'finetune.py': [f'{d}{w}' for d in datasets.names()
                     for w in ('', ',lora', ',bf16', ',tiny', ',lora,bf16,tiny')],
 }

@@ -17,9 +17,10 @@ under the budget. Selected by `config.data.sampler`; every one is built as
   mixture      per example one of `mixture`'s samplers ('random:1,
                contrastive:3'), drawn by weight.
 
-IC-Train contexts hold pairs of the target's task only, never the target
-itself nor another pair with the same input (that would give the answer
-away). Neighbour tables are built once per sampler, on first use (not when a
+IC-Train samplers train on the pairs of `tasks` ('translation,...'; '': every
+task), the other tasks held out. IC-Train contexts hold pairs of the
+target's task only, never the target itself nor another pair with the same
+input (that would give the answer away). Neighbour tables are built once per sampler, on first use (not when a
 config is validated); 'embedding' needs `embed` (texts -> [N, D], e.g.
 `embedding.model_embedder`). Each Example records its sampler (`kind`) and
 which context examples are the similar ones (`similar`, its grade).
@@ -95,10 +96,13 @@ class TaskPairs(abc.ABC):
 
   def __init__(self, records: Records, config: Config,
                embed: retrieval.Embed | None = None):
-    self.pairs = [r for r in records if r.get('input') and r.get('output')]
+    wanted = {t.strip() for t in config.get('tasks', '').split(',') if t.strip()}
+    self.pairs = [r for r in records if r.get('input') and r.get('output')
+                  and (not wanted or r.get('task', '') in wanted)]
     if len(self.pairs) < 2:
-      raise ValueError(f"Sampler {self.name!r} needs task pairs with 'input' "
-                       "and 'output' fields.")
+      only = f" of tasks {', '.join(sorted(wanted))}" if wanted else ''
+      raise ValueError(f"Sampler {self.name!r} needs task pairs{only} with "
+                       "'input' and 'output' fields.")
     self.num_context = k = config.num_context
     self.similarity = config.get('similarity', 'bm25')
     if self.similarity not in retrieval.SIMILARITIES:

@@ -33,6 +33,7 @@ from icl_iwl.data import embedding
 from icl_iwl.data import pipeline
 from icl_iwl.data import retrieval
 from icl_iwl.data import samplers
+from icl_iwl.eval import ictrain
 from icl_iwl.eval import probes
 from icl_iwl.eval import scoring
 from icl_iwl.model import gemma
@@ -68,20 +69,29 @@ class _Preemption:
 
 
 class Evaluator:
-  """The eval hook: scores the probe splits of `eval` with the current params."""
+  """The eval hook: scores the probe splits of `eval` with the current params,
+  or with `eval.grades` the IC-Train probes by grade (eval/ictrain.py)."""
 
   def __init__(self, config: ml_collections.ConfigDict, rt: runtime.Runtime,
                params: Any):
     name, cfg = config_lib.eval_dataset(config)
     dataset = datasets.resolve(name, cfg)
-    splits = config_lib.split_list(config.eval.splits) or dataset.probe_splits()
-    self.splits = {s: probes.items(dataset.records(s, config.eval.limit or None))
-                   for s in splits}
+    self.graded, self.splits = None, {}
+    if config.eval.get('grades'):
+      self.graded = ictrain.ProbeSet.from_dataset(
+          dataset, config.eval.grades, config.data.get('tasks', ''),
+          config.eval.limit)
+    else:
+      splits = config_lib.split_list(config.eval.splits) or dataset.probe_splits()
+      self.splits = {s: probes.items(dataset.records(s, config.eval.limit or None))
+                     for s in splits}
     self.scorer = runtime.scorer(config, rt, params)
 
   def __call__(self, params: Any) -> dict[str, float]:
     self.scorer.set_params(params)
     out = {}
+    if self.graded:
+      out.update(self.graded.metrics(self.scorer.score(self.graded.items)))
     for split, items in self.splits.items():
       for rule, acc in scoring.accuracy(self.scorer.score(items)).items():
         out[f'eval/{split}/acc_{rule}'] = acc
