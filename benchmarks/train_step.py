@@ -54,7 +54,9 @@ dtypes:
             sides emulate bf16 and may well be slower than in f32; torch's
             bf16 matmul is then a slow fallback (on an AVX2-only EPYC, ~50x
             below its f32 rate), which dominates its bf16 step. The JSON says
-            what this CPU has (`machine.cpu_bf16`).
+            what this CPU has (`machine.cpu_bf16`). There,
+            --torch_bf16=float32 compares our bf16 step with torch's float32
+            one (`torch_dtype` in the JSON): the fastest torch has.
 
 Each (side, dtype) runs in its own worker subprocess (this script with
 --side), so peak memory and timing are per side. A worker loads, sets up (ours:
@@ -114,6 +116,10 @@ _WARMUP = flags.DEFINE_integer(
     'warmup', 1, 'Untimed steps per side before the timed ones (after our '
     'compile, which is never timed as a step).')
 _SEED = flags.DEFINE_integer('seed', 0, 'Seed of the random token ids.')
+_TORCH_BF16 = flags.DEFINE_enum(
+    'torch_bf16', 'bfloat16', ['bfloat16', 'float32'],
+    "Torch's dtype when ours runs bfloat16 (float32: its fastest on a CPU "
+    'without native bf16, where its bf16 matmuls are a slow fallback).')
 _TARGET_FRACTION = flags.DEFINE_float(
     'target_fraction', 1.0, 'The loss is on the last fraction of each row '
     '(1: every token, knowledge fine-tuning; 0.1: an IC-Train batch).')
@@ -450,6 +456,11 @@ def _gib(n: int | None) -> float | None:
   return None if n is None else round(n / common.GIB, 3)
 
 
+def _side_dtype(side: str, dtype: str) -> str:
+  """The dtype a side's worker runs when ours runs `dtype`."""
+  return _TORCH_BF16.value if side == 'torch' and dtype == 'bfloat16' else dtype
+
+
 def _compare(dtype: str) -> dict[str, Any]:
   """Runs both sides at `dtype`; their speed, memory, MFU and losses."""
   b, t = _BATCH.value, _LENGTH.value
@@ -460,13 +471,13 @@ def _compare(dtype: str) -> dict[str, Any]:
   try:
     if _ALTERNATE.value:
       for side in ('ours', 'torch'):  # Set up one at a time.
-        workers[side] = _Worker(side, dtype, hparams)
+        workers[side] = _Worker(side, _side_dtype(side, dtype), hparams)
       timed = _run_steps(list(workers.values()), dtype)
       for side, w in workers.items():
         done[side] = w.finish()
     else:
       for side in ('ours', 'torch'):
-        workers[side] = _Worker(side, dtype, hparams)
+        workers[side] = _Worker(side, _side_dtype(side, dtype), hparams)
         timed.update(_run_steps([workers[side]], dtype))
         done[side] = workers[side].finish()
   finally:
@@ -533,7 +544,8 @@ def _compare(dtype: str) -> dict[str, Any]:
       'adamw': hparams,
       'torch_adamw': torch_['adamw'],
       'torch_attention': torch_['attention'],
-      'torch_autocast': dtype == 'bfloat16',
+      'torch_dtype': _side_dtype('torch', dtype),
+      'torch_autocast': _side_dtype('torch', dtype) == 'bfloat16',
       'alternated': _ALTERNATE.value,
   }
   logging.info('%s: %s', dtype, json.dumps(result))
