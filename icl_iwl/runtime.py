@@ -110,8 +110,8 @@ class Trainer:
   compile(slots): (state, batch) -> (state, metrics), the state donated,
     compiled ahead of time once per number of target slots per row (None:
     every position).
-  step: `compile(None)`, the step that projects every position (its memory
-    bounds the others').
+  step: `compile(None)`, the step that projects every position (what `plan`
+    sizes).
   state_shardings / abstract_state: the train state's layout.
   batch_sharding: of the [B, L] batch arrays.
   flops_per_step: model FLOPs of one step (6N per token, 4N under LoRA, plus

@@ -7,8 +7,9 @@ only), the step gathers the final hidden states at the target positions
 before the vocabulary projection, as the scorer does: `target_slots` buckets
 the batch's most targets in a row on the host, and the step is compiled for
 that many slots per row (padded slots weigh 0), so it projects [B, R] rather
-than [B, L] positions onto the vocabulary. Gradient accumulation scans over micro-batches inside one step, so one call is one
-optimizer update; the state is donated.
+than [B, L] positions onto the vocabulary. Gradient accumulation scans over
+micro-batches inside one step, so one call is one optimizer update; the state
+is donated.
 """
 
 from typing import Any, Mapping
@@ -48,9 +49,9 @@ def _next(x_BL: Any) -> Any:
 def target_slots(batch: Mapping[str, np.ndarray]) -> int | None:
   """Target slots per row to gather for a host batch of [B, L] arrays: the
   most targets in a row rounded up to a power of two, at least 8 (a few
-  compiled shapes), or None (project every position) when that is more than half a row, where
-  gathering saves little (knowledge fine-tuning: nearly every token is a
-  target)."""
+  compiled shapes), or None (project every position) when that is more than
+  half a row, where gathering saves little (knowledge fine-tuning: nearly
+  every token is a target)."""
   length = batch['tokens'].shape[1]
   most = int(target_weights(batch).sum(axis=1).max(initial=0))
   slots = 1 << (max(most, 8) - 1).bit_length()
