@@ -11,9 +11,13 @@ Logs go to stderr; the last stdout line is one JSON object:
   {"benchmark": "forward", "batch": 8, "length": 256,
    "float32": {"ours_tok_s": ..., "torch_tok_s": ..., "ratio": ...,
                "max_abs_logit_diff": ...},
-   "bfloat16": {..., "ours_max_diff_to_f32": ..., "torch_max_diff_to_f32": ...},
+   "bfloat16": {..., "ours_max_diff_to_f32": ..., "torch_max_diff_to_f32": ...,
+                "ours_max_diff_to_own_f32": ...},
    "machine": {...}}
-ratio = ours / torch tokens per second (> 1: ours is faster).
+ratio = ours / torch tokens per second (> 1: ours is faster). Precision of a
+lower dtype: max |logits - float32 logits| on the same tokens, each side
+against torch's float32 logits (`*_max_diff_to_f32`), and ours against our
+own (`ours_max_diff_to_own_f32`); float32 must run first, as by default.
 
 Ours: `gemma.Transformer(config, dtype=d, param_dtype=d)` with params cast to d,
 jitted, compile excluded. Torch: `AutoModelForCausalLM.from_pretrained(dir,
@@ -82,7 +86,8 @@ def _ours(config, params_f32, dtype: str, tokens_BT: np.ndarray):
 
 
 def _compare(config, params_f32, dtype: str, tokens_BT: np.ndarray,
-             f32_BTV: np.ndarray | None) -> tuple[dict[str, Any], np.ndarray]:
+             f32_BTV: np.ndarray | None, ours_f32_BTV: np.ndarray | None
+             ) -> tuple[dict[str, Any], np.ndarray, np.ndarray]:
   """Times ours and torch at one dtype; checks that their logits agree.
 
   Args:
@@ -92,9 +97,10 @@ def _compare(config, params_f32, dtype: str, tokens_BT: np.ndarray,
     tokens_BT: [B, T] token ids.
     f32_BTV: torch's float32 logits [B, T, V] from an earlier float32 run, or
       None; if given, each side's max |logit diff| to them is reported.
+    ours_f32_BTV: ours from that run; if given, our max |logit diff| to them.
 
   Returns:
-    (the result dict, torch's logits at `dtype` as float32 [B, T, V]).
+    (the result dict, torch's and our logits at `dtype` as float32 [B, T, V]).
   """
   import torch  # pylint: disable=g-import-not-at-top
 
@@ -102,6 +108,9 @@ def _compare(config, params_f32, dtype: str, tokens_BT: np.ndarray,
   run_ours, compile_s = _ours(config, params_f32, dtype, tokens_BT)
   logging.info('%s: ours compiled in %.1fs', dtype, compile_s)
   ours_logits = np.asarray(run_ours())  # Warm-up; [B, T, V] float32.
+  to_f32 = {}
+  if ours_f32_BTV is not None and dtype != 'float32':
+    to_f32['ours_max_diff_to_own_f32'] = float(np.abs(ours_logits - ours_f32_BTV).max())
 
   reference = common.torch_model(dtype)
   logging.info('%s: torch attention implementation %r', dtype,
@@ -123,13 +132,10 @@ def _compare(config, params_f32, dtype: str, tokens_BT: np.ndarray,
   if dtype == 'float32' and diff > _F32_RTOL.value * scale:
     logging.error('float32 logits differ by %.3g > %.3g * %.3g', diff,
                   _F32_RTOL.value, scale)
-  to_f32 = {}
   if f32_BTV is not None and dtype != 'float32':
-    to_f32 = {'ours_max_diff_to_f32': float(np.abs(ours_logits - f32_BTV).max()),
-              'torch_max_diff_to_f32': float(np.abs(torch_logits - f32_BTV).max())}
-    logging.info('%s: max |logit diff| to torch float32: %s', dtype, to_f32)
-  del ours_logits
-  gc.collect()
+    to_f32['ours_max_diff_to_f32'] = float(np.abs(ours_logits - f32_BTV).max())
+    to_f32['torch_max_diff_to_f32'] = float(np.abs(torch_logits - f32_BTV).max())
+    logging.info('%s: max |logit diff| to float32: %s', dtype, to_f32)
 
   ours_s, torch_s = [], []
   for i in range(_REPEATS.value):
@@ -150,7 +156,7 @@ def _compare(config, params_f32, dtype: str, tokens_BT: np.ndarray,
       'max_abs_logit': scale,
       'argmax_agreement': argmax,
       **to_f32,
-  }, torch_logits
+  }, torch_logits, ours_logits
 
 
 def main(argv):
@@ -162,13 +168,15 @@ def main(argv):
                            dtype=np.int32)
   result = {'benchmark': 'forward', 'batch': _BATCH.value,
             'length': _LENGTH.value, 'repeats': _REPEATS.value}
-  f32_BTV = None  # Torch's float32 logits: the yardstick of lower precisions.
+  # Float32 logits (torch's, ours): the yardsticks of lower precisions.
+  f32_BTV = ours_f32_BTV = None
   for dtype in _DTYPES.value:
-    result[dtype], logits_BTV = _compare(config, params_f32, dtype, tokens_BT,
-                                         f32_BTV)
+    result[dtype], logits_BTV, ours_BTV = _compare(
+        config, params_f32, dtype, tokens_BT, f32_BTV, ours_f32_BTV)
     if dtype == 'float32':
-      f32_BTV = logits_BTV
-    del logits_BTV
+      f32_BTV, ours_f32_BTV = logits_BTV, ours_BTV
+    del logits_BTV, ours_BTV
+    gc.collect()
   result['machine'] = common.machine()
   print(json.dumps(result), flush=True)
 

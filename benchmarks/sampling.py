@@ -97,7 +97,7 @@ def main(argv):
     batch = next(data)
     segments.append(sum(len(set(row.tolist()) - {0}) for row in batch['segment_ids']))
     start = time.perf_counter()
-    state, m = trainer.step(state, trainer.global_batch(batch))
+    state, m = trainer.run(state, batch)
     jax.block_until_ready(m)
     if i:  # The first step is a warm-up.
       step_s.append(time.perf_counter() - start)

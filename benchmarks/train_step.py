@@ -2,34 +2,43 @@ r"""A full fine-tuning step of the real Gemma 3 270M: ours vs transformers (torc
 
 Each side trains all parameters of the embedded Gemma 3 270M on the same
 random tokens [B, L] (a fixed seed; the same batch every step): next-token
-cross-entropy, mean over all B * (L - 1) targets, then one AdamW update with
-the same hyper-parameters. One step = forward + backward + optimizer update.
+cross-entropy, mean over the targets, then one AdamW update with the same
+hyper-parameters. One step = forward + backward + optimizer update. The
+targets are every token but the first (knowledge fine-tuning, the default)
+or, with --target_fraction=f, the last f * L tokens of each row (an IC-Train
+batch: the loss on the target after its context).
 
-  flock /tmp/bench/heavy.lock python benchmarks/train_step.py --batch=8 \
+  flock /tmp/heavy.lock python benchmarks/train_step.py --batch=8 \
       --length=128 --dtypes=float32,bfloat16 --steps=3
+  flock /tmp/heavy.lock python benchmarks/train_step.py --batch=8 \
+      --length=256 --target_fraction=0.1 --dtypes=float32,bfloat16 --steps=3
 
 Logs go to stderr; the last stdout line is one JSON object:
-  {"benchmark": "train_step", "batch": 8, "length": 128,
+  {"benchmark": "train_step", "batch": 8, "length": 128, "target_fraction": 1.0,
    "float32": {"ours_tok_s": ..., "torch_tok_s": ..., "ratio": ...,
                "ours_peak_gib": ..., "torch_peak_gib": ..., "memory_ratio": ...,
-               "ours_mfu": ..., "ours_loss": ..., "torch_loss": ..., ...},
+               "ours_mfu": ..., "ours_loss": ..., "torch_loss": ...,
+               "ours_target_slots": ..., ...},
    "bfloat16": {...}, "machine": {...}}
 ratio = ours / torch tokens per second (> 1: ours is faster); memory_ratio =
 ours / torch peak resident memory (< 1: ours needs less).
 
-Ours runs the training loop's own code path (`train/loop.py`): the model from
-`configs/finetune.py` (full fine-tuning; ':bf16' for bfloat16),
-`optim.optimizer`, `state.create` from the embedded weights and the
-ahead-of-time `step.compile_step` (jitted `train_step`, state donated), fed a
-batch dict {tokens, segment_ids = 1, positions = 0..L-1, loss_mask = 1}. The
+Ours runs the training loop's own code: the run setup of `icl_iwl/runtime.py`
+(`load_host`, `trainer`, `Trainer.create_state`, `Trainer.run`) on
+`configs/finetune.py` (full fine-tuning; ':bf16' for bfloat16), fed a batch
+dict {tokens, segment_ids = 1, positions = 0..L-1, loss_mask}. `Trainer.run`
+gathers the hidden states at the target positions before the vocabulary
+projection when the targets are at most half a row (`step.target_slots`,
+reported as `ours_target_slots`; null: every position is projected). The
 only config change is a constant learning rate (no warm-up: the warm-up would
 start at lr 0). Torch: `AutoModelForCausalLM.from_pretrained(dir,
-gguf_file=name, dtype=float32)` in train mode, `model(ids, labels=ids,
-use_cache=False).loss` (transformers shifts the labels itself), `backward()`,
-`clip_grad_norm_`, `torch.optim.AdamW` (`--torch_adamw` implementation).
-Both optimizers: lr, b1, b2, eps = 1e-8 and weight decay from the finetune
-config, decay only on matrices (ndim > 1), gradients clipped to the config's
-global norm first.
+gguf_file=name, dtype=float32)` in train mode, `model(ids, labels=labels,
+use_cache=False).loss` with labels = the ids at targets and -100 elsewhere
+(full logits, the same mask; transformers shifts the labels itself),
+`backward()`, `clip_grad_norm_`, `torch.optim.AdamW` (`--torch_adamw`
+implementation). Both optimizers: lr, b1, b2, eps = 1e-8 and weight decay
+from the finetune config, decay only on matrices (ndim > 1), gradients
+clipped to the config's global norm first.
 
 dtypes:
   float32   both sides: f32 params, f32 compute, f32 optimizer state.
@@ -45,7 +54,9 @@ dtypes:
             sides emulate bf16 and may well be slower than in f32; torch's
             bf16 matmul is then a slow fallback (on an AVX2-only EPYC, ~50x
             below its f32 rate), which dominates its bf16 step. The JSON says
-            what this CPU has (`machine.cpu_bf16`).
+            what this CPU has (`machine.cpu_bf16`). There,
+            --torch_bf16=float32 compares our bf16 step with torch's float32
+            one (`torch_dtype` in the JSON): the fastest torch has.
 
 Each (side, dtype) runs in its own worker subprocess (this script with
 --side), so peak memory and timing are per side. A worker loads, sets up (ours:
@@ -105,6 +116,13 @@ _WARMUP = flags.DEFINE_integer(
     'warmup', 1, 'Untimed steps per side before the timed ones (after our '
     'compile, which is never timed as a step).')
 _SEED = flags.DEFINE_integer('seed', 0, 'Seed of the random token ids.')
+_TORCH_BF16 = flags.DEFINE_enum(
+    'torch_bf16', 'bfloat16', ['bfloat16', 'float32'],
+    "Torch's dtype when ours runs bfloat16 (float32: its fastest on a CPU "
+    'without native bf16, where its bf16 matmuls are a slow fallback).')
+_TARGET_FRACTION = flags.DEFINE_float(
+    'target_fraction', 1.0, 'The loss is on the last fraction of each row '
+    '(1: every token, knowledge fine-tuning; 0.1: an IC-Train batch).')
 _ALTERNATE = flags.DEFINE_bool(
     'alternate', True, 'Keep both workers alive and alternate their timed '
     'steps; --noalternate runs one worker at a time (half the memory).')
@@ -195,84 +213,77 @@ def _hparams(config) -> dict[str, float]:
           'weight_decay': tc.weight_decay, 'grad_clip': tc.grad_clip}
 
 
-def _tokens(vocab_size: int, batch: int, length: int, seed: int) -> np.ndarray:
-  """[B, L] int32 random token ids (the same on both sides)."""
+def _batch(vocab_size: int, batch: int, length: int, seed: int,
+           target_fraction: float) -> dict[str, np.ndarray]:
+  """A [B, L] batch of random token ids (the same on both sides), one
+  sequence per row; the loss is on the last `target_fraction` of each row's
+  tokens (1: every token, as knowledge fine-tuning; 0.1: an IC-Train
+  target after its context), never on the first token."""
   rng = np.random.default_rng(seed)
-  return rng.integers(0, vocab_size, (batch, length), dtype=np.int32)
+  tokens_BL = rng.integers(0, vocab_size, (batch, length), dtype=np.int32)
+  first = max(1, length - round(target_fraction * length))
+  loss_mask_BL = np.zeros_like(tokens_BL)
+  loss_mask_BL[:, first:] = 1
+  return {
+      'tokens': tokens_BL,
+      'segment_ids': np.ones_like(tokens_BL),
+      'positions': np.broadcast_to(np.arange(length, dtype=np.int32),
+                                   tokens_BL.shape).copy(),
+      'loss_mask': loss_mask_BL,
+  }
 
 
 # ----------------------------------------------------------------------------
 # Workers: set up, warm up, then one timed step per request.
 
 
-def _ours_setup(dtype: str, batch: int, length: int, seed: int
+def _ours_setup(dtype: str, batch: int, length: int, seed: int,
+                target_fraction: float
                 ) -> tuple[Callable[[], float], dict[str, Any]]:
-  """Our training step as the loop builds it; returns (step, info)."""
+  """Our training step as the loop runs it (`runtime.load_host`,
+  `runtime.trainer`, `Trainer.run`); returns (step, info)."""
   import jax  # pylint: disable=g-import-not-at-top
-  from icl_iwl.checkpoints import gguf  # pylint: disable=g-import-not-at-top
-  from icl_iwl.checkpoints import load  # pylint: disable=g-import-not-at-top
-  from icl_iwl.sharding import mesh as mesh_lib  # pylint: disable=g-import-not-at-top
-  from icl_iwl.sharding import rules as rules_lib  # pylint: disable=g-import-not-at-top
+  from icl_iwl import runtime  # pylint: disable=g-import-not-at-top
   from icl_iwl.train import mfu  # pylint: disable=g-import-not-at-top
-  from icl_iwl.train import optim  # pylint: disable=g-import-not-at-top
-  from icl_iwl.train import state as state_lib  # pylint: disable=g-import-not-at-top
   from icl_iwl.train import step as step_lib  # pylint: disable=g-import-not-at-top
 
   config = _config(dtype, batch, length)
-  tc = config.train
-  # As load.load(config.model) for 'embedded', without the tokenizer.
-  arch, base = gguf.load_embedded()
-  model = load.model_from_config(config.model, arch)
-  mesh = mesh_lib.make_mesh(config.mesh)
-  rules = rules_lib.fit(config.rules, model.config, mesh)
-  # loop.is_trainable without LoRA (importing loop would pull in the data and
-  # eval stack, whose memory would count against ours).
-  trainable = lambda path: True  # noqa: E731
-  optimizer = optim.optimizer(tc)
-  assert np.isclose(float(optim.schedule(tc)(0)), tc.learning_rate)
+  rt, base = runtime.load_host(config)
+  tr = runtime.trainer(config, rt)
+  assert np.isclose(float(tr.schedule(0)), config.train.learning_rate)
+  host_batch = _batch(rt.model.config.vocab_size, batch, length, seed,
+                      target_fraction)
+  assert set(host_batch) == set(step_lib.BATCH_KEYS)
+  slots = step_lib.target_slots(host_batch)
+  targets = int(step_lib.target_weights(host_batch).sum())
 
   start = time.perf_counter()
-  compiled = step_lib.compile_step(model, optimizer, trainable, mesh, rules,
-                                   tc.batch_size, tc.seq_len, tc.accum)
+  tr.compile(slots)  # What `tr.run` compiles on its first call.
   compile_s = time.perf_counter() - start
-  logging.info('ours %s: compiled in %.1fs', dtype, compile_s)
-  state = state_lib.create(model, optimizer, trainable, base, mesh, rules,
-                           config.seed)
+  logging.info('ours %s: compiled in %.1fs (%s target slots per row)', dtype,
+               compile_s, slots)
+  holder = {'state': tr.create_state(rt, base, config.seed)}
   del base
   gc.collect()
 
-  tokens_BL = _tokens(arch.vocab_size, batch, length, seed)
-  host_batch = {
-      'tokens': tokens_BL,
-      'segment_ids': np.ones_like(tokens_BL),
-      'positions': np.broadcast_to(np.arange(length, dtype=np.int32),
-                                   tokens_BL.shape).copy(),
-      'loss_mask': np.ones_like(tokens_BL),
-  }
-  assert set(host_batch) == set(step_lib.BATCH_KEYS)
-  batch_sharding = jax.NamedSharding(mesh, jax.P(dict(rules).get('batch')))
-  batch_arrays = {k: jax.make_array_from_process_local_data(batch_sharding, v)
-                  for k, v in host_batch.items()}
-  holder = {'state': state}
-  del state
-
   def step() -> float:
-    holder['state'], m = compiled(holder['state'], batch_arrays)
+    holder['state'], m = tr.run(holder['state'], host_batch)
     jax.block_until_ready((holder['state'], m))
-    if int(m['targets']) != batch * (length - 1) or not bool(m['params_finite']):
+    if int(m['targets']) != targets or not bool(m['params_finite']):
       raise FloatingPointError(f'ours: targets {float(m["targets"])}, params '
                                f'finite {bool(m["params_finite"])}')
     return float(m['loss'])
 
-  info = {'compile_s': compile_s,
-          'tokens_sum': int(tokens_BL.astype(np.int64).sum()),
-          'flops_per_token': mfu.train_flops_per_token(model.config, length),
-          '_peak': lambda: mfu.peak_flops(model.dtype)}
+  info = {'compile_s': compile_s, 'slots': slots, 'targets': targets,
+          'tokens_sum': int(host_batch['tokens'].astype(np.int64).sum()),
+          'mask_sum': int(host_batch['loss_mask'].sum()),
+          'flops_per_token': tr.flops_per_step / (batch * length),
+          '_peak': lambda: mfu.peak_flops(rt.model.dtype)}
   return step, info
 
 
 def _torch_setup(dtype: str, batch: int, length: int, seed: int,
-                 hparams: dict[str, float], adamw: str
+                 target_fraction: float, hparams: dict[str, float], adamw: str
                  ) -> tuple[Callable[[], float], dict[str, Any]]:
   """transformers' GGUF load of the model, trained with torch AdamW."""
   import torch  # pylint: disable=g-import-not-at-top
@@ -294,14 +305,19 @@ def _torch_setup(dtype: str, batch: int, length: int, seed: int,
   logging.info('torch %s: attention %r, AdamW %s, %d threads', dtype, attn,
                adamw, torch.get_num_threads())
 
-  tokens_BL = _tokens(model.config.vocab_size, batch, length, seed)
+  host_batch = _batch(model.config.vocab_size, batch, length, seed,
+                      target_fraction)
+  tokens_BL = host_batch['tokens']
   input_ids = torch.from_numpy(tokens_BL.astype(np.int64))
+  # Full logits, the loss on the targets only (-100: ignored).
+  labels = torch.from_numpy(np.where(host_batch['loss_mask'] == 1, tokens_BL,
+                                     -100).astype(np.int64))
   autocast = dtype == 'bfloat16'
 
   def step() -> float:
     optimizer.zero_grad(set_to_none=True)
     with torch.autocast('cpu', dtype=torch.bfloat16, enabled=autocast):
-      loss = model(input_ids=input_ids, labels=input_ids, use_cache=False).loss
+      loss = model(input_ids=input_ids, labels=labels, use_cache=False).loss
     loss.backward()
     if hparams['grad_clip']:
       torch.nn.utils.clip_grad_norm_(params, hparams['grad_clip'])
@@ -309,6 +325,7 @@ def _torch_setup(dtype: str, batch: int, length: int, seed: int,
     return loss.item()
 
   info = {'tokens_sum': int(tokens_BL.astype(np.int64).sum()),
+          'mask_sum': int(host_batch['loss_mask'].sum()),
           'attention': attn, 'adamw': adamw,
           'threads': torch.get_num_threads()}
   return step, info
@@ -329,11 +346,12 @@ def _worker(side: str, dtype: str) -> None:
     proto.flush()
 
   batch, length, seed = _BATCH.value, _LENGTH.value, _SEED.value
+  fraction = _TARGET_FRACTION.value
   start = time.perf_counter()
   if side == 'ours':
-    step, info = _ours_setup(dtype, batch, length, seed)
+    step, info = _ours_setup(dtype, batch, length, seed, fraction)
   else:
-    step, info = _torch_setup(dtype, batch, length, seed,
+    step, info = _torch_setup(dtype, batch, length, seed, fraction,
                               json.loads(_HPARAMS.value), _TORCH_ADAMW.value)
   setup_s = time.perf_counter() - start
   warmup_losses, warmup_s = [], []
@@ -379,7 +397,9 @@ class _Worker:
     argv = [sys.executable, str(pathlib.Path(__file__).resolve()),
             f'--side={side}', f'--dtype={dtype}', f'--batch={_BATCH.value}',
             f'--length={_LENGTH.value}', f'--seed={_SEED.value}',
-            f'--warmup={_WARMUP.value}', f'--torch_adamw={_TORCH_ADAMW.value}',
+            f'--warmup={_WARMUP.value}',
+            f'--target_fraction={_TARGET_FRACTION.value}',
+            f'--torch_adamw={_TORCH_ADAMW.value}',
             f'--hparams={json.dumps(hparams)}']
     logging.info('starting %s', ' '.join(argv[1:]))
     self.proc = subprocess.Popen(argv, stdin=subprocess.PIPE,
@@ -436,6 +456,11 @@ def _gib(n: int | None) -> float | None:
   return None if n is None else round(n / common.GIB, 3)
 
 
+def _side_dtype(side: str, dtype: str) -> str:
+  """The dtype a side's worker runs when ours runs `dtype`."""
+  return _TORCH_BF16.value if side == 'torch' and dtype == 'bfloat16' else dtype
+
+
 def _compare(dtype: str) -> dict[str, Any]:
   """Runs both sides at `dtype`; their speed, memory, MFU and losses."""
   b, t = _BATCH.value, _LENGTH.value
@@ -446,13 +471,13 @@ def _compare(dtype: str) -> dict[str, Any]:
   try:
     if _ALTERNATE.value:
       for side in ('ours', 'torch'):  # Set up one at a time.
-        workers[side] = _Worker(side, dtype, hparams)
+        workers[side] = _Worker(side, _side_dtype(side, dtype), hparams)
       timed = _run_steps(list(workers.values()), dtype)
       for side, w in workers.items():
         done[side] = w.finish()
     else:
       for side in ('ours', 'torch'):
-        workers[side] = _Worker(side, dtype, hparams)
+        workers[side] = _Worker(side, _side_dtype(side, dtype), hparams)
         timed.update(_run_steps([workers[side]], dtype))
         done[side] = workers[side].finish()
   finally:
@@ -460,7 +485,8 @@ def _compare(dtype: str) -> dict[str, Any]:
       w.kill()
 
   ours, torch_ = workers['ours'].ready, workers['torch'].ready
-  if ours['tokens_sum'] != torch_['tokens_sum']:
+  if (ours['tokens_sum'], ours['mask_sum']) != (torch_['tokens_sum'],
+                                                torch_['mask_sum']):
     logging.error('%s: the two sides trained on different tokens', dtype)
   losses = {side: workers[side].ready['warmup_losses'] +
                   [s['loss'] for s in timed[side]] for side in workers}
@@ -502,6 +528,8 @@ def _compare(dtype: str) -> dict[str, Any]:
       'ours_s': [round(s, 3) for s in seconds['ours']],
       'torch_s': [round(s, 3) for s in seconds['torch']],
       'ours_compile_s': round(ours['compile_s'], 1),
+      'ours_target_slots': ours['slots'],
+      'targets': ours['targets'],
       'ours_warmup_s': [round(s, 3) for s in ours['warmup_s']],
       'torch_warmup_s': [round(s, 3) for s in torch_['warmup_s']],
       'ours_resident_gib': _gib(ours['resident_bytes']),
@@ -516,7 +544,8 @@ def _compare(dtype: str) -> dict[str, Any]:
       'adamw': hparams,
       'torch_adamw': torch_['adamw'],
       'torch_attention': torch_['attention'],
-      'torch_autocast': dtype == 'bfloat16',
+      'torch_dtype': _side_dtype('torch', dtype),
+      'torch_autocast': _side_dtype('torch', dtype) == 'bfloat16',
       'alternated': _ALTERNATE.value,
   }
   logging.info('%s: %s', dtype, json.dumps(result))
@@ -529,10 +558,13 @@ def main(argv):
   if _SIDE.value:
     _worker(_SIDE.value, _DTYPE.value)
     return
-  if _STEPS.value < 1 or _WARMUP.value < 0 or _LENGTH.value < 2:
-    raise app.UsageError('Need --steps >= 1, --warmup >= 0, --length >= 2.')
+  if (_STEPS.value < 1 or _WARMUP.value < 0 or _LENGTH.value < 2
+      or not 0 < _TARGET_FRACTION.value <= 1):
+    raise app.UsageError('Need --steps >= 1, --warmup >= 0, --length >= 2, '
+                         '0 < --target_fraction <= 1.')
   result = {'benchmark': 'train_step', 'batch': _BATCH.value,
-            'length': _LENGTH.value, 'steps': _STEPS.value,
+            'length': _LENGTH.value, 'target_fraction': _TARGET_FRACTION.value,
+            'steps': _STEPS.value,
             'warmup': _WARMUP.value}
   for dtype in _DTYPES.value:
     result[dtype] = _compare(dtype)

@@ -11,10 +11,13 @@ training runs, and counts its FLOPs the same way).
 """
 
 import dataclasses
-from typing import Any
+import functools
+from typing import Any, Callable
 
 import jax
+from jax.experimental import multihost_utils
 import ml_collections
+import numpy as np
 import optax
 
 from icl_iwl import config_lib
@@ -102,7 +105,13 @@ def scorer(config: ConfigDict, rt: Runtime, params: Any = None) -> scoring.Score
 class Trainer:
   """The training step of a config, compiled for its batch shape.
 
-  step: (state, batch) -> (state, metrics), the state donated.
+  run(state, local batch): one step on this process's rows, the loss gathered
+    at target positions when they are few (`step.target_slots`).
+  compile(slots): (state, batch) -> (state, metrics), the state donated,
+    compiled ahead of time once per number of target slots per row (None:
+    every position).
+  step: `compile(None)`, the step that projects every position (what `plan`
+    sizes).
   state_shardings / abstract_state: the train state's layout.
   batch_sharding: of the [B, L] batch arrays.
   flops_per_step: model FLOPs of one step (6N per token, 4N under LoRA, plus
@@ -112,7 +121,7 @@ class Trainer:
   optimizer: optax.GradientTransformation
   schedule: optax.Schedule
   trainable: state_lib.IsTrainable
-  step: jax.stages.Compiled
+  compile: Callable[[int | None], jax.stages.Compiled]
   abstract_state: state_lib.TrainState
   batch_sharding: jax.sharding.NamedSharding
   flops_per_step: float
@@ -127,19 +136,33 @@ class Trainer:
     return {k: jax.make_array_from_process_local_data(self.batch_sharding, v)
             for k, v in local.items()}
 
+  @property
+  def step(self) -> jax.stages.Compiled:
+    return self.compile(None)
+
+  def run(self, state: state_lib.TrainState, local: dict[str, np.ndarray]
+          ) -> tuple[state_lib.TrainState, dict[str, jax.Array]]:
+    """One step on this process's rows of a batch (the state donated)."""
+    slots = step_lib.target_slots(local)
+    if jax.process_count() > 1:  # Every process runs the same program.
+      every = multihost_utils.process_allgather(np.int32(slots or 0))
+      slots = None if (every == 0).any() else int(every.max())
+    return self.compile(slots)(state, self.global_batch(local))
+
 
 def trainer(config: ConfigDict, rt: Runtime) -> Trainer:
   """Optimizer, trainable predicate and the step compiled ahead of time."""
   tc = config.train
   optimizer = optim.optimizer(tc)
   is_trainable = lora.trainable(rt.model.lora)
-  step = step_lib.compile_step(rt.model, optimizer, is_trainable, rt.mesh, rt.rules,
-                               tc.batch_size, tc.seq_len, tc.accum)
+  compile_ = functools.cache(functools.partial(
+      step_lib.compile_step, rt.model, optimizer, is_trainable, rt.mesh, rt.rules,
+      tc.batch_size, tc.seq_len, tc.accum))
   flops = mfu.train_flops_per_token(
       rt.model.config, tc.seq_len, frozen_weights=bool(config.model.lora.rank))
   return Trainer(
       optimizer=optimizer, schedule=optim.schedule(tc), trainable=is_trainable,
-      step=step,
+      compile=lambda slots: compile_(slots=slots),
       abstract_state=state_lib.sharded_abstract(rt.model, optimizer, is_trainable,
                                                 rt.mesh, rt.rules),
       batch_sharding=jax.NamedSharding(rt.mesh, jax.P(dict(rt.rules).get(axes.BATCH))),

@@ -11,6 +11,7 @@ import pytest
 
 from icl_iwl.model import cache
 from icl_iwl.model import gemma
+from icl_iwl.model import layers
 from icl_iwl.model import presets
 from icl_iwl.train import loss as loss_lib
 from icl_iwl.train import step as step_lib
@@ -119,3 +120,77 @@ def test_bfloat16_train_step_gradient_runs_jitted_and_is_close_to_float32():
                       jax.tree.leaves(grads[jnp.float32])):
     assert g16.dtype == jnp.float32
     np.testing.assert_allclose(g16, g32, atol=0.05 * float(jnp.max(jnp.abs(g32))) + 1e-6)
+
+
+def _packed_batch(vocab):
+  """[3, 16]: packed segments, padding, loss on a few tokens per segment
+  (IC-Train-like), and a row without targets."""
+  tokens = jax.random.randint(jax.random.key(2), (3, 16), 1, vocab)
+  segments = jnp.array([[1] * 7 + [2] * 6 + [0] * 3,
+                        [1] * 16,
+                        [1] * 5 + [0] * 11], jnp.int32)
+  positions = jnp.array([list(range(7)) + list(range(6)) + [0] * 3,
+                         list(range(16)),
+                         list(range(5)) + [0] * 11], jnp.int32)
+  loss_mask = np.zeros((3, 16), np.int32)
+  loss_mask[0, [5, 6, 11, 12]] = 1  # The last two tokens of each segment.
+  loss_mask[1, [3, 9, 15]] = 1
+  loss_mask[2, 0] = 1  # A first token: predicted by nothing.
+  return dict(tokens=tokens, segment_ids=segments, positions=positions,
+              loss_mask=jnp.asarray(loss_mask))
+
+
+def _textbook_loss(model, params, batch):
+  """sum over targets of -log softmax(full logits), target positions listed
+  by hand (token t of a segment predicted at t - 1)."""
+  logits_BLV, _ = model.apply({'params': params}, batch['tokens'],
+                              batch['positions'],
+                              cache.causal_mask(batch['segment_ids']))
+  logprobs_BLV = jax.nn.log_softmax(logits_BLV, -1)
+  targets = [(0, 5), (0, 6), (0, 11), (0, 12), (1, 3), (1, 9), (1, 15)]
+  return -sum(logprobs_BLV[b, t - 1, batch['tokens'][b, t]] for b, t in targets)
+
+
+@pytest.mark.parametrize('lora', [False, True])
+def test_gathered_targets_give_the_loss_and_gradients_of_full_logits(lora):
+  config = dataclasses.replace(presets.get('tiny'), vocab_size=31)
+  adapters = layers.LoraConfig(rank=2) if lora else None
+  model = gemma.Transformer(config, lora=adapters)
+  batch = _packed_batch(31)
+  params = nn.unbox(model.init(jax.random.key(0), batch['tokens'],
+                               batch['positions'],
+                               cache.causal_mask(batch['segment_ids'])))['params']
+  # Random LoRA factors too (B starts at 0), so every gradient is non-zero.
+  leaves, tree = jax.tree.flatten(params)
+  keys = jax.random.split(jax.random.key(3), len(leaves))
+  params = jax.tree.unflatten(tree, [x + 0.1 * jax.random.normal(k, x.shape)
+                                     for x, k in zip(leaves, keys)])
+  host = {k: np.asarray(v) for k, v in batch.items()}
+  assert step_lib.target_slots(host) == 8  # 4 targets at most, 8 at least.
+
+  ref_value, ref_grads = jax.value_and_grad(
+      lambda p: _textbook_loss(model, p, batch))(params)
+  for slots in (None, 4, 8):  # 4: no padding slot in the fullest row.
+    (value, count), grads = jax.jit(jax.value_and_grad(
+        lambda p, s=slots: step_lib.loss_sums(model, p, batch, s), has_aux=True)
+                                    )(params)
+    assert float(count) == 7
+    assert float(value) == pytest.approx(float(ref_value), rel=1e-5)
+    for g, ref in zip(jax.tree.leaves(grads), jax.tree.leaves(ref_grads)):
+      np.testing.assert_allclose(g, ref, rtol=1e-4,
+                                 atol=1e-4 * float(jnp.max(jnp.abs(ref))) + 1e-7)
+
+
+def test_target_slots_bucket_the_fullest_row_or_project_everything():
+  def slots(mask_rows, length=64):
+    mask = np.zeros((len(mask_rows), length), np.int32)
+    for row, n in enumerate(mask_rows):
+      mask[row, 1:1 + n] = 1
+    tokens = np.ones_like(mask)
+    return step_lib.target_slots(dict(tokens=tokens, segment_ids=tokens,
+                                      loss_mask=mask))
+  assert slots([0, 0]) == 8
+  assert slots([3, 8]) == 8
+  assert slots([9, 2]) == 16
+  assert slots([17]) == 32
+  assert slots([33]) is None  # More than half a row: no gather.

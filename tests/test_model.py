@@ -12,6 +12,7 @@ import pytest
 from icl_iwl.checkpoints import params as params_lib
 from icl_iwl.model import cache
 from icl_iwl.model import gemma
+from icl_iwl.model import layers
 from icl_iwl.model import presets
 
 # Published sizes (text towers), in millions of parameters.
@@ -171,3 +172,47 @@ def test_return_hidden_then_logits_equals_logits():
   again = jax.jit(lambda p, h: model.apply({'params': p}, h, method=model.logits))(
       params, hidden)
   np.testing.assert_allclose(again, logits, atol=1e-6, rtol=0)
+
+
+@pytest.mark.parametrize('eqn, x_shape, y_shape', [
+    ('BTD,NDH->BTNH', (2, 5, 8), (3, 8, 4)),  # A projection.
+    ('BTKGH,BSKH->BTKGS', (2, 5, 1, 3, 4), (2, 6, 1, 4)),  # Attention logits.
+    ('...D,VD->...V', (2, 5, 8), (11, 8)),  # The tied output layer.
+])
+def test_bf16_einsum_gradients_are_f32_sums_of_bf16_operands(eqn, x_shape, y_shape):
+  """bf16 compute: value and gradients equal float32 autodiff of the einsum of
+  the bf16-rounded operands with a bf16-exact cotangent, and the gradients
+  come back unrounded in the operands' own dtype."""
+  kx, ky, kc = jax.random.split(jax.random.key(0), 3)
+  x, y = jax.random.normal(kx, x_shape), jax.random.normal(ky, y_shape)
+  out_shape = jax.eval_shape(lambda: jnp.einsum(eqn, x, y)).shape
+  c = jax.random.normal(kc, out_shape).astype(jnp.bfloat16).astype(jnp.float32)
+  rounded = lambda a: a.astype(jnp.bfloat16).astype(jnp.float32)  # noqa: E731
+
+  def ours(x, y):
+    return jnp.sum(c * layers.einsum(eqn, x, y, jnp.bfloat16, jnp.float32))
+
+  def reference(x, y):
+    return jnp.sum(c * jnp.einsum(eqn, x, y, precision=jax.lax.Precision.HIGHEST))
+
+  value, (dx, dy) = jax.jit(jax.value_and_grad(ours, (0, 1)))(x, y)
+  ref_value, (ref_dx, ref_dy) = jax.value_and_grad(reference, (0, 1))(
+      rounded(x), rounded(y))
+  assert dx.dtype == dy.dtype == jnp.float32
+  assert float(value) == pytest.approx(float(ref_value), rel=1e-5)
+  np.testing.assert_allclose(dx, ref_dx, rtol=1e-5, atol=1e-5)
+  np.testing.assert_allclose(dy, ref_dy, rtol=1e-5, atol=1e-5)
+
+
+def test_bf16_logits_stay_close_to_f32_logits():
+  """bf16 compute with the f32 residual stream, norms and softmax: logits
+  within 1% of the largest f32 logit, on f32 and on bf16 params."""
+  config, model, params = _tiny()
+  tokens, positions = _inputs(4, 40)  # Past the sliding window (16).
+  full, _ = _forward(model, params, tokens, positions)
+  for param_dtype in (jnp.float32, jnp.bfloat16):
+    bf16 = gemma.Transformer(config, dtype=jnp.bfloat16, param_dtype=param_dtype)
+    cast = jax.tree.map(lambda p: p.astype(param_dtype), params)
+    low, _ = _forward(bf16, cast, tokens, positions)
+    error = float(np.abs(low - full).max() / np.abs(full).max())
+    assert error < 0.01, (param_dtype, error)

@@ -265,9 +265,12 @@ class Transformer(nn.Module):
       return_hidden: return final-normed hidden states instead of logits.
 
     Returns:
-      ([B, T, V] float32 logits or [B, T, D] hidden, {'k', 'v': [L, B, T, K, H]}).
+      ([B, T, V] float32 logits or [B, T, D] float32 hidden, {'k', 'v':
+      [L, B, T, K, H]}).
     """
-    x_BTD = _constrain(self.embedder.encode(tokens_BT),
+    # The residual stream is float32 at any compute dtype (as torch autocast
+    # keeps it): the blocks' matmuls read it cast, their outputs add in f32.
+    x_BTD = _constrain(self.embedder.encode(tokens_BT).astype(jnp.float32),
                        ('batch', 'length', 'act_embed'))
     ks, vs = [], []
     for i, block in enumerate(self.blocks):

@@ -167,7 +167,7 @@ def train(config: ml_collections.ConfigDict, workdir: pathlib.Path) -> dict[str,
   tick, steps_since, stop = time.perf_counter(), 0, False
   try:
     for step in range(start, tc.steps):
-      state, m = tr.step(state, tr.global_batch(next(data)))
+      state, m = tr.run(state, next(data))
       loss = float(m['loss'])
       if not np.isfinite(loss) or not bool(m['params_finite']):
         ckpt.wait()

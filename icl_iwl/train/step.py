@@ -1,15 +1,22 @@
 """The jitted train step and its signature (shared by training and planning).
 
 Loss: mean cross-entropy over target tokens; token t is predicted at t - 1
-within its packed segment and counts if `loss_mask[t]` is set. Gradient
-accumulation scans over micro-batches inside one step, so one call is one
-optimizer update; the state is donated.
+within its packed segment and counts if `loss_mask[t]` is set. When the
+targets are a small part of the rows (IC-Train: the loss is on the target
+only), the step gathers the final hidden states at the target positions
+before the vocabulary projection, as the scorer does: `target_slots` buckets
+the batch's most targets in a row on the host, and the step is compiled for
+that many slots per row (padded slots weigh 0), so it projects [B, R] rather
+than [B, L] positions onto the vocabulary. Gradient accumulation scans over
+micro-batches inside one step, so one call is one optimizer update; the state
+is donated.
 """
 
-from typing import Any
+from typing import Any, Mapping
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 import optax
 
 from icl_iwl.model import cache
@@ -22,38 +29,69 @@ from icl_iwl.train import state as state_lib
 BATCH_KEYS = ('tokens', 'segment_ids', 'positions', 'loss_mask')
 
 
-def target_weights(batch: dict[str, jax.Array]) -> jax.Array:
+def target_weights(batch: Mapping[str, Any]) -> Any:
   """[B, L] float32: 1 where token t + 1 is a target predicted at t (same
-  segment, not padding, loss_mask set); the last position predicts nothing."""
+  segment, not padding, loss_mask set); the last position predicts nothing.
+  Works on jax and (on the host) numpy arrays alike."""
   segments = batch['segment_ids']
   nxt = _next(segments)
   return (_next(batch['loss_mask']) * (nxt == segments) * (nxt != 0)
-          ).astype(jnp.float32)
+          ).astype(np.float32)
 
 
-def _next(x_BL: jax.Array) -> jax.Array:
+def _next(x_BL: Any) -> Any:
   """[B, L]: x[:, t + 1] at t, 0 at the end (padding the small [B, L]
   arrays, never slicing [B, L, V] logits)."""
-  return jnp.pad(x_BL[:, 1:], ((0, 0), (0, 1)))
+  xp = np if isinstance(x_BL, np.ndarray) else jnp
+  return xp.pad(x_BL[:, 1:], ((0, 0), (0, 1)))
+
+
+def target_slots(batch: Mapping[str, np.ndarray]) -> int | None:
+  """Target slots per row to gather for a host batch of [B, L] arrays: the
+  most targets in a row rounded up to a power of two, at least 8 (a few
+  compiled shapes), or None (project every position) when that is more than
+  half a row, where gathering saves little (knowledge fine-tuning: nearly
+  every token is a target)."""
+  length = batch['tokens'].shape[1]
+  most = int(target_weights(batch).sum(axis=1).max(initial=0))
+  slots = 1 << (max(most, 8) - 1).bit_length()
+  return None if 2 * slots > length else slots
 
 
 def loss_sums(model: gemma.Transformer, params: Any,
-              batch: dict[str, jax.Array]) -> tuple[jax.Array, jax.Array]:
-  """(summed cross-entropy, number of target tokens) of a [B, L] batch."""
+              batch: dict[str, jax.Array], slots: int | None = None
+              ) -> tuple[jax.Array, jax.Array]:
+  """(summed cross-entropy, number of target tokens) of a [B, L] batch.
+
+  slots: if set, the loss is computed at the first `slots` target positions
+    of each row only (gathered before the vocabulary projection); a row must
+    not have more targets than that (see `target_slots`).
+  """
   hidden_BLD, _ = model.apply(
       {'params': params}, batch['tokens'], batch['positions'],
       cache.causal_mask(batch['segment_ids']), return_hidden=True)
   weights_BL = target_weights(batch)
+  targets_BL = _next(batch['tokens'])
+  count = jnp.sum(weights_BL)
+  if slots is not None:
+    # [B, R]: the target positions of each row first, in order (a stable sort
+    # on "is not a target"), then non-targets, whose weight 0 pads the slots.
+    index_BR = jnp.argsort(weights_BL == 0, axis=1, stable=True)[:, :slots]
+    hidden_BLD = jnp.take_along_axis(hidden_BLD, index_BR[..., None], axis=1)
+    targets_BL = jnp.take_along_axis(targets_BL, index_BR, axis=1)
+    weights_BL = jnp.take_along_axis(weights_BL, index_BR, axis=1)
   loss = loss_lib.cross_entropy_sum(
-      hidden_BLD, params['embedder']['input_embedding'], _next(batch['tokens']),
+      hidden_BLD, params['embedder']['input_embedding'], targets_BL,
       weights_BL, model.dtype, model.config.final_logit_softcap)
-  return loss, jnp.sum(weights_BL)
+  return loss, count
 
 
 def train_step(state: state_lib.TrainState, batch: dict[str, jax.Array], *,
                model: gemma.Transformer, optimizer: optax.GradientTransformation,
-               accum: int) -> tuple[state_lib.TrainState, dict[str, jax.Array]]:
-  """One optimizer update from `accum` micro-batches of the [B, L] batch.
+               accum: int, slots: int | None = None
+               ) -> tuple[state_lib.TrainState, dict[str, jax.Array]]:
+  """One optimizer update from `accum` micro-batches of the [B, L] batch,
+  the loss gathered at `slots` target positions per row if set (`loss_sums`).
 
   The loss is the mean over the target tokens of the whole batch: their
   count is known from the batch up front, so each micro-batch differentiates
@@ -66,7 +104,8 @@ def train_step(state: state_lib.TrainState, batch: dict[str, jax.Array], *,
   def grads_of(mb):
     """(loss share, gradients) of a micro-batch."""
     def f(trained):
-      return loss_sums(model, state_lib.merge(trained, state.frozen), mb)[0] / denom
+      merged = state_lib.merge(trained, state.frozen)
+      return loss_sums(model, merged, mb, slots)[0] / denom
     return jax.value_and_grad(f)(state.params)
 
   def micro(carry, mb):
@@ -93,10 +132,11 @@ def train_step(state: state_lib.TrainState, batch: dict[str, jax.Array], *,
 def compile_step(model: gemma.Transformer, optimizer: optax.GradientTransformation,
                  is_trainable: state_lib.IsTrainable, mesh: jax.sharding.Mesh,
                  rules: rules_lib.Rules, global_batch: int, seq_len: int,
-                 accum: int = 1) -> jax.stages.Compiled:
+                 accum: int = 1, slots: int | None = None) -> jax.stages.Compiled:
   """The step, jitted with explicit shardings and donated state, compiled
-  ahead of time for [global_batch, seq_len] batches (no arrays needed: use
-  `.memory_analysis()` / `.cost_analysis()` to size a slice)."""
+  ahead of time for [global_batch, seq_len] batches with `slots` target slots
+  per row (None: every position; see `target_slots`). No arrays needed: use
+  `.memory_analysis()` / `.cost_analysis()` to size a slice."""
   if global_batch % (accum * mesh_lib.batch_divisor(mesh, rules)):
     raise ValueError(
         f'Global batch {global_batch} must divide into {accum} micro-batches '
@@ -109,7 +149,8 @@ def compile_step(model: gemma.Transformer, optimizer: optax.GradientTransformati
                                             sharding=batch_sharding)
                     for k in BATCH_KEYS}
   step = jax.jit(
-      lambda s, b: train_step(s, b, model=model, optimizer=optimizer, accum=accum),
+      lambda s, b: train_step(s, b, model=model, optimizer=optimizer, accum=accum,
+                              slots=slots),
       in_shardings=(state_sharding, batch_sharding),
       out_shardings=(state_sharding, jax.NamedSharding(mesh, jax.P())),
       donate_argnums=0)
