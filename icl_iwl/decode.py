@@ -287,6 +287,18 @@ class Decoder:
       One completion per prompt, in order: without the prefix, the prompt,
       EOS or anything from the first stop string on.
     """
+    out = []
+    for ids in self.generate_ids(prompts, options, prefix=prefix, seeds=seeds):
+      text = self.tok.decode(ids)
+      cuts = [text.find(s) for s in options.stop if s in text]
+      out.append(text[:min(cuts)] if cuts else text)
+    return out
+
+  def generate_ids(self, prompts: Sequence[str], options: Options, *,
+                   prefix: str = '', seeds: Sequence[int] | None = None
+                   ) -> list[list[int]]:
+    """The new token ids of every prompt (see `generate`), without EOS; a
+    stop string is not cut (a token that holds one ends the ids)."""
     prompts = list(prompts)
     seeds = [0] * len(prompts) if seeds is None else [int(s) for s in seeds]
     if len(seeds) != len(prompts):
@@ -300,7 +312,7 @@ class Decoder:
     order = sorted(range(len(rows)), key=lambda i: len(rows[i]))
     stop_V = jax.device_put(self._stop_tokens(tuple(options.stop)),
                             self._replicated)
-    out: list[str] = [''] * len(prompts)
+    out: list[list[int]] = [[] for _ in prompts]
     start_time, generated = time.perf_counter(), 0
     with tqdm.tqdm(total=len(prompts), desc='decoding', unit='seq', delay=5,
                    dynamic_ncols=True) as bar:
@@ -310,8 +322,10 @@ class Decoder:
                                     [seeds[i] for i in batch], offset, shared,
                                     stop_V, options)
         for i, ids in zip(batch, tokens):
-          out[i] = self._text(ids, options.stop)
           generated += len(ids)
+          if self.tok.eos_id in ids:
+            ids = ids[:ids.index(self.tok.eos_id)]
+          out[i] = ids
         bar.update(len(batch))
         bar.set_postfix(tok_s=f'{generated / (time.perf_counter() - start_time):.1f}')
     return out
@@ -341,11 +355,3 @@ class Decoder:
         np.int32(options.max_new_tokens), stop_V, options=options)
     out_BN, count_B = np.asarray(out_BN), np.asarray(count_B)
     return [out_BN[r, :count_B[r]].tolist() for r in range(real)]
-
-  def _text(self, ids: list[int], stop: Sequence[str]) -> str:
-    """The completion of new token ids: up to EOS, cut at the first stop."""
-    if self.tok.eos_id in ids:
-      ids = ids[:ids.index(self.tok.eos_id)]
-    text = self.tok.decode(ids)
-    cuts = [text.find(s) for s in stop if s in text]
-    return text[:min(cuts)] if cuts else text

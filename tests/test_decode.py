@@ -72,24 +72,23 @@ def _decoder(variant: str = 'gemma3', **kwargs) -> decode.Decoder:
 
 
 @functools.cache
-def _forward(variant: str):
-  rt = _runtime(variant)
-  forward = jax.jit(lambda params, ids: rt.model.apply(
+def _forward(model: gemma.Transformer):
+  return jax.jit(lambda params, ids: model.apply(
       {'params': params}, ids, jnp.arange(ids.shape[1])[None],
       cache.causal_mask(jnp.ones_like(ids)))[0][0])
-  return functools.partial(forward, rt.params)
 
 
-def _reference_tokens(variant: str, prompt: str, prefix: str, n: int) -> list[int]:
+def _greedy_by_hand(rt: runtime.Runtime, prompt: str, prefix: str,
+                    n: int) -> list[int]:
   """Greedy by hand: a full forward over BOS + prefix + prompt + the tokens
   so far for every new token, argmax at the last position."""
-  tok = _runtime(variant).tok
-  ids = tok.encode(prefix, add_bos=True) + tok.encode(prompt)
+  ids = rt.tok.encode(prefix, add_bos=True) + rt.tok.encode(prompt)
   new = []
   for _ in range(n):
     padded = np.zeros((1, _REFERENCE_LENGTH), np.int32)
     padded[0, :len(ids)] = ids
-    new.append(int(np.argmax(_forward(variant)(padded)[len(ids) - 1])))
+    logits = _forward(rt.model)(rt.params, padded)
+    new.append(int(np.argmax(logits[len(ids) - 1])))
     ids = ids + new[-1:]
   return new
 
@@ -100,8 +99,9 @@ def _text(tok, ids: list[int]) -> str:
   return tok.decode(ids)
 
 
-@pytest.mark.parametrize('variant', list(_VARIANTS))
-@pytest.mark.parametrize('prefix', ['', _PREFIX], ids=['no_prefix', 'prefix'])
+@pytest.mark.parametrize('variant, prefix', [
+    ('gemma3', ''), ('gemma3', _PREFIX), ('gemma2', _PREFIX), ('gemma1', _PREFIX),
+], ids=['gemma3', 'gemma3_prefix', 'gemma2_prefix', 'gemma1_prefix'])
 def test_greedy_equals_step_by_step_argmax_over_full_forward_passes(variant, prefix):
   n = 12
   decoder = _decoder(variant)
@@ -109,7 +109,7 @@ def test_greedy_equals_step_by_step_argmax_over_full_forward_passes(variant, pre
   got = decoder.generate(_PROMPTS, decode.Options(max_new_tokens=n), prefix=prefix)
   assert len(tok.encode(_PROMPTS[2])) > decoder.prefill_chunk  # Two chunks.
   for prompt, completion in zip(_PROMPTS, got):
-    want = _reference_tokens(variant, prompt, prefix, n)
+    want = _greedy_by_hand(_runtime(variant), prompt, prefix, n)
     assert len(set(want)) > 2, want  # A continuation worth comparing.
     assert completion == _text(tok, want), prompt
 
@@ -189,7 +189,7 @@ def test_stop_strings_cut_before_their_first_occurrence():
 
 def test_generation_stops_at_eos_and_after_max_new_tokens():
   rt = _runtime()
-  want = _reference_tokens('gemma3', _PROMPTS[0], '', 12)
+  want = _greedy_by_hand(rt, _PROMPTS[0], '', 12)
   assert want[3] not in want[:3]
   # The same tokenizer with the 4th greedy token as its EOS.
   tok = copy.copy(rt.tok)
@@ -252,3 +252,20 @@ def test_greedy_equals_transformers_generate_on_the_real_270m():
   got = decode.Decoder(rt, batch_size=4).generate(
       _REAL_PROMPTS, decode.Options(max_new_tokens=n))
   assert got == [_text(tok, ids) for ids in want]
+
+
+def test_augmentation_generates_with_the_decoder():
+  from icl_iwl.augment import generate  # pylint: disable=g-import-not-at-top
+  from icl_iwl import config_lib  # pylint: disable=g-import-not-at-top
+
+  config = config_lib.load_module('configs/augment.py').get_config('reversals,tiny')
+  generator = generate.load(config)
+  options = generate.Options(max_new_tokens=6, stop=('\n',))
+  requests = [generate.Request(_PREFIX, 'Statement: glon are small.\nSo:', seed=3),
+              generate.Request(_PREFIX, 'Statement: femp', seed=4)]
+  got = generator.generate(requests, options)
+  rt = runtime.load(config)  # The same random tiny model.
+  for request, completion in zip(requests, got):
+    want = _greedy_by_hand(rt, request.prompt, request.prefix,
+                           options.max_new_tokens)
+    assert completion == _text(rt.tok, want).split('\n')[0]
