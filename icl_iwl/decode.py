@@ -45,6 +45,7 @@ import tqdm
 
 from icl_iwl import runtime
 from icl_iwl.model import cache as cache_lib
+from icl_iwl.model import gemma
 from icl_iwl.sharding import axes
 from icl_iwl.sharding import mesh as mesh_lib
 from icl_iwl.sharding import rules as rules_lib
@@ -105,6 +106,86 @@ def sample(logits_BV: jax.Array, seeds_B: jax.Array, step: jax.Array,
   return jax.vmap(jax.random.categorical)(keys_B, logits_BV).astype(jnp.int32)
 
 
+# Jitted computations, shared by every decoder of a model --------------------
+
+
+@functools.partial(jax.jit, static_argnums=0, donate_argnums=6)
+def _prefill(model: gemma.Transformer, params, tokens_BT, positions_BT,
+             valid_BT, shared, cache, start, last_index_B, last_BD):
+  """Writes a chunk of the rows' tokens into their cache at slot `start`.
+
+  Args:
+    tokens_BT, positions_BT, valid_BT: [B, T] the chunk (valid: not padding).
+    shared: () or (the batch-1 prefix memory,).
+    cache: the rows' cache; slots before `start` hold the earlier chunks.
+    last_index_B: [B] index of each row's last real token in the row.
+    last_BD: [B, D] hidden state at that token, if an earlier chunk held it.
+
+  Returns:
+    (cache, [B, D] hidden state at each row's last real token so far).
+  """
+  mask_BTT = cache_lib.causal_mask(valid_BT.astype(jnp.int32))
+  hidden_BTD, kv = model.apply(
+      {'params': params}, tokens_BT, positions_BT, mask_BTT, (*shared, cache),
+      return_hidden=True)
+  cache = cache_lib.write(cache, kv, positions_BT, valid_BT, start)
+  t = tokens_BT.shape[1]
+  index_B = last_index_B - start
+  inside_B = (index_B >= 0) & (index_B < t)
+  h_BD = jnp.take_along_axis(
+      hidden_BTD, jnp.clip(index_B, 0, t - 1)[:, None, None], axis=1)[:, 0]
+  return cache, jnp.where(inside_B[:, None], h_BD, last_BD)
+
+
+@functools.partial(jax.jit, static_argnames=('model', 'options'),
+                   donate_argnums=3)
+def _decode(model: gemma.Transformer, params, shared, cache, last_BD,
+            positions_B, seeds_B, slot, max_new, stop_V, eos, options: Options):
+  """Samples up to `max_new` tokens per row after the prefill.
+
+  Args:
+    shared, cache: as in `_prefill`; the prompt fills slots [0, slot).
+    last_BD: [B, D] hidden state at each row's last prompt token.
+    positions_B: [B] position of each row's first new token.
+    seeds_B: [B] uint32 sampling seeds.
+    slot: where the first new token's keys/values go.
+    max_new: tokens to generate at most (<= the cache's spare slots).
+    stop_V: [V] bool, tokens whose text holds a stop string.
+    eos: the end-of-sequence id.
+
+  Returns:
+    ([B, S] new tokens from index 0, 0 after a row stopped; [B] tokens per
+    row, the stopping token included).
+  """
+  b = last_BD.shape[0]
+  n = cache['mask'].shape[1]  # The cache length (>= the new tokens).
+  logits_BV = model.apply({'params': params}, last_BD, method=model.logits)
+
+  def cond(state):
+    step, _, _, _, done_B, _ = state
+    return (step < max_new) & ~jnp.all(done_B)
+
+  def body(state):
+    step, logits_BV, cache, out_BN, done_B, count_B = state
+    token_B = jnp.where(done_B, 0, sample(logits_BV, seeds_B, step, options))
+    out_BN = jax.lax.dynamic_update_slice_in_dim(out_BN, token_B[:, None],
+                                                 step, axis=1)
+    count_B = count_B + (~done_B).astype(jnp.int32)
+    done_B = done_B | (token_B == eos) | stop_V[token_B]
+    pos_B1 = (positions_B + step)[:, None]
+    logits_B1V, kv = model.apply(
+        {'params': params}, token_B[:, None], pos_B1, jnp.ones((b, 1, 1), bool),
+        (*shared, cache))
+    cache = cache_lib.write(cache, kv, pos_B1, jnp.ones((b, 1), bool),
+                            slot + step)
+    return step + 1, logits_B1V[:, 0], cache, out_BN, done_B, count_B
+
+  state = (jnp.int32(0), logits_BV, cache, jnp.zeros((b, n), jnp.int32),
+           jnp.zeros(b, bool), jnp.zeros(b, jnp.int32))
+  _, _, _, out_BN, _, count_B = jax.lax.while_loop(cond, body, state)
+  return out_BN, count_B
+
+
 class Decoder:
   """Generates completions with a Gemma model; see the module doc.
 
@@ -130,89 +211,12 @@ class Decoder:
     self._rows = jax.NamedSharding(self.mesh, jax.P(batch_axes))
     self._kv_rows = jax.NamedSharding(self.mesh, jax.P(None, batch_axes))
     self._replicated = jax.NamedSharding(self.mesh, jax.P())
-    self._prefill_jit = jax.jit(self._prefill, donate_argnums=(5,))
-    self._decode_jit = jax.jit(self._decode, static_argnames=('options',),
-                               donate_argnums=(2,))
 
   @property
   def num_compiled(self) -> int:
-    """How many shapes (and sampling options) have been compiled so far."""
-    return self._prefill_jit._cache_size() + self._decode_jit._cache_size()  # pylint: disable=protected-access
-
-  # Jitted computations -------------------------------------------------------
-
-  def _prefill(self, params, tokens_BT, positions_BT, valid_BT, shared, cache,
-               start, last_index_B, last_BD):
-    """Writes a chunk of the rows' tokens into their cache at slot `start`.
-
-    Args:
-      tokens_BT, positions_BT, valid_BT: [B, T] the chunk (valid: not padding).
-      shared: () or (the batch-1 prefix memory,).
-      cache: the rows' cache; slots before `start` hold the earlier chunks.
-      last_index_B: [B] index of each row's last real token in the row.
-      last_BD: [B, D] hidden state at that token, if an earlier chunk held it.
-
-    Returns:
-      (cache, [B, D] hidden state at each row's last real token so far).
-    """
-    mask_BTT = cache_lib.causal_mask(valid_BT.astype(jnp.int32))
-    hidden_BTD, kv = self.model.apply(
-        {'params': params}, tokens_BT, positions_BT, mask_BTT, (*shared, cache),
-        return_hidden=True)
-    cache = cache_lib.write(cache, kv, positions_BT, valid_BT, start)
-    t = tokens_BT.shape[1]
-    index_B = last_index_B - start
-    inside_B = (index_B >= 0) & (index_B < t)
-    h_BD = jnp.take_along_axis(
-        hidden_BTD, jnp.clip(index_B, 0, t - 1)[:, None, None], axis=1)[:, 0]
-    return cache, jnp.where(inside_B[:, None], h_BD, last_BD)
-
-  def _decode(self, params, shared, cache, last_BD, positions_B, seeds_B,
-              slot, max_new, stop_V, *, options: Options):
-    """Samples up to `max_new` tokens per row after the prefill.
-
-    Args:
-      shared, cache: as in `_prefill`; the prompt fills slots [0, slot).
-      last_BD: [B, D] hidden state at each row's last prompt token.
-      positions_B: [B] position of each row's first new token.
-      seeds_B: [B] uint32 sampling seeds.
-      slot: where the first new token's keys/values go.
-      max_new: tokens to generate at most (<= the cache's spare slots).
-      stop_V: [V] bool, tokens whose text holds a stop string.
-
-    Returns:
-      ([B, S] new tokens from index 0, 0 after a row stopped; [B] tokens per
-      row, the stopping token included).
-    """
-    b = last_BD.shape[0]
-    n = cache['mask'].shape[1]  # The cache length (>= the new tokens).
-    eos = self.tok.eos_id
-    logits_BV = self.model.apply({'params': params}, last_BD,
-                                 method=self.model.logits)
-
-    def cond(state):
-      step, _, _, _, done_B, _ = state
-      return (step < max_new) & ~jnp.all(done_B)
-
-    def body(state):
-      step, logits_BV, cache, out_BN, done_B, count_B = state
-      token_B = jnp.where(done_B, 0, sample(logits_BV, seeds_B, step, options))
-      out_BN = jax.lax.dynamic_update_slice_in_dim(out_BN, token_B[:, None],
-                                                   step, axis=1)
-      count_B = count_B + (~done_B).astype(jnp.int32)
-      done_B = done_B | (token_B == eos) | stop_V[token_B]
-      pos_B1 = (positions_B + step)[:, None]
-      logits_B1V, kv = self.model.apply(
-          {'params': params}, token_B[:, None], pos_B1, jnp.ones((b, 1, 1), bool),
-          (*shared, cache))
-      cache = cache_lib.write(cache, kv, pos_B1, jnp.ones((b, 1), bool),
-                              slot + step)
-      return step + 1, logits_B1V[:, 0], cache, out_BN, done_B, count_B
-
-    state = (jnp.int32(0), logits_BV, cache, jnp.zeros((b, n), jnp.int32),
-             jnp.zeros(b, bool), jnp.zeros(b, jnp.int32))
-    _, _, _, out_BN, _, count_B = jax.lax.while_loop(cond, body, state)
-    return out_BN, count_B
+    """How many shapes (and sampling options) this process has compiled
+    (shared by every decoder of a model)."""
+    return _prefill._cache_size() + _decode._cache_size()  # pylint: disable=protected-access
 
   # Host side -----------------------------------------------------------------
 
@@ -241,7 +245,7 @@ class Decoder:
     for start in range(0, t, chunk):
       cut = slice(start, start + chunk)
       cache, last = self._call(
-          self._prefill_jit, self.params, put(tokens[:, cut]),
+          _prefill, self.model, self.params, put(tokens[:, cut]),
           put(positions[:, cut]), put(valid[:, cut]), shared, cache,
           np.int32(start), last_index, last)
     return cache, last
@@ -350,8 +354,9 @@ class Decoder:
     seeds_B[:real] = np.asarray(seeds, np.int64) % 2**32
     logging.debug('decode: %d rows, bucket %d, %d new', real, t, n)
     out_BN, count_B = self._call(
-        self._decode_jit, self.params, shared, cache, last_BD,
+        _decode, self.model, self.params, shared, cache, last_BD,
         put((offset + lengths).astype(np.int32)), put(seeds_B), np.int32(t),
-        np.int32(options.max_new_tokens), stop_V, options=options)
+        np.int32(options.max_new_tokens), stop_V, np.int32(self.tok.eos_id),
+        options=options)
     out_BN, count_B = np.asarray(out_BN), np.asarray(count_B)
     return [out_BN[r, :count_B[r]].tolist() for r in range(real)]
