@@ -20,9 +20,11 @@ stops a row on both sides), in one process. Two cases, one JSON line each:
   flock /tmp/heavy.lock python benchmarks/decode.py
 
 ratio = ours / reference new tokens per second (> 1: ours is faster). Ours:
-one untimed warm-up call compiles every shape, then `--repeats` timed calls
+one untimed warm-up call compiles every shape, then `--repeats` (shared:
+`--shared_repeats`) timed calls
 end to end (tokenization, the context's encoding, prefill, decoding, ids on
-the host). transformers: one untimed warm-up `generate`, then timed calls.
+the host). transformers: one untimed warm-up `generate` (one sequence, 2 new tokens),
+then as many timed calls.
 Agreement: the share of sequences whose greedy ids are equal, and of new
 tokens equal before the first difference (float32 on both sides, so
 near-ties can break differently).
@@ -55,7 +57,9 @@ _SHARED_BATCH = flags.DEFINE_integer('shared_batch', 32, 'shared: our rows per b
 _REF_CONTINUATIONS = flags.DEFINE_integer(
     'ref_continuations', 4, 'shared: continuations transformers is timed on.')
 _REF_BATCH = flags.DEFINE_integer('ref_batch', 4, 'shared: transformers batch.')
-_REPEATS = flags.DEFINE_integer('repeats', 2, 'Timed calls per side (median).')
+_REPEATS = flags.DEFINE_integer('repeats', 2, 'short: timed calls per side (median).')
+_SHARED_REPEATS = flags.DEFINE_integer('shared_repeats', 1,
+                                       'shared: timed calls per side (median).')
 
 _TARGETS = {'short': 2.0, 'shared': 10.0}
 
@@ -123,17 +127,18 @@ def _agreement(ours: Sequence[list[int]], ref: Sequence[list[int]]) -> dict:
 
 
 def _case(name: str, decoder: decode.Decoder, torch_model, prompts: list[str],
-          prefix: str, ref_prompts: list[str], ref_batch: int) -> dict:
+          prefix: str, ref_prompts: list[str], ref_batch: int,
+          repeats: int) -> dict:
   tok, new = decoder.tok, _NEW_TOKENS.value
   options = decode.Options(max_new_tokens=new)
   run = lambda: decoder.generate_ids(prompts, options, prefix=prefix)  # noqa: E731
   ours, warmup = common.timed(run)
-  ours_s = [common.timed(run)[1] for _ in range(_REPEATS.value)]
+  ours_s = [common.timed(run)[1] for _ in range(repeats)]
   ref_run = lambda: _reference(torch_model, tok, ref_prompts, prefix, ref_batch, new)  # noqa: E731
   common.timed(lambda: _reference(torch_model, tok, ref_prompts[:1], prefix, 1, 2))
   ref, first_ref_s = common.timed(ref_run)
   ref_s = [first_ref_s] + [common.timed(ref_run)[1]
-                           for _ in range(_REPEATS.value - 1)]
+                           for _ in range(repeats - 1)]
   ours_tok_s = sum(map(len, ours)) / statistics.median(ours_s)
   ref_tok_s = sum(map(len, ref)) / statistics.median(ref_s)
   return {
@@ -168,14 +173,15 @@ def main(argv):
       prompts = _prompts(tok, documents, _BATCH.value, _PROMPT_TOKENS.value)
       decoder = runtime.decoder(config, rt, batch_size=_BATCH.value)
       result = _case(name, decoder, torch_model, prompts, '', prompts,
-                     _BATCH.value)
+                     _BATCH.value, _REPEATS.value)
     elif name == 'shared':
       context = _context(tok, documents, _CONTEXT_TOKENS.value)
       rest = documents[len(context.split(eval_options.IclConfig().separator)):]
       prompts = _prompts(tok, rest, _CONTINUATIONS.value, 8)
       decoder = runtime.decoder(config, rt, batch_size=_SHARED_BATCH.value)
       result = _case(name, decoder, torch_model, prompts, context,
-                     prompts[:_REF_CONTINUATIONS.value], _REF_BATCH.value)
+                     prompts[:_REF_CONTINUATIONS.value], _REF_BATCH.value,
+                     _SHARED_REPEATS.value)
     else:
       raise app.UsageError(f'Unknown case {name!r}; use {sorted(_TARGETS)}.')
     result['machine'] = machine
