@@ -340,6 +340,7 @@ def write(path: str | pathlib.Path, config: GemmaConfig, params: params_lib.Para
   w.add_name(name or c.name)
   w.add_file_type(file_type)
   w.add_context_length(_CONTEXT_LENGTH[arch])
+  w.add_vocab_size(c.vocab_size)
   w.add_block_count(c.num_layers)
   w.add_embedding_length(c.embed_dim)
   w.add_feed_forward_length(c.hidden_dim)

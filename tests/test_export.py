@@ -1,0 +1,258 @@
+"""Export to transformers directories and GGUF files: round trips on tiny
+Gemma 1/2/3 models (random weights, norms too) checked against transformers'
+own loaders and ours, a LoRA run exported with its merged logits, and the
+refusals of the command.
+
+A tokenizer of 28 pieces in a tiny GGUF stands in for Gemma's 262k (whose
+conversion by transformers takes minutes); the real tokenizer and the real
+270M are in `test_real_270m_exports_to_transformers` (real_model).
+"""
+
+import dataclasses
+import json
+import os
+import pathlib
+import subprocess
+import sys
+
+import gguf as gguf_lib
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+import torch
+import transformers
+
+from icl_iwl import errors
+from icl_iwl import export
+from icl_iwl import paths
+from icl_iwl.checkpoints import gguf
+from icl_iwl.checkpoints import hf
+from icl_iwl.checkpoints import params as params_lib
+from icl_iwl.checkpoints.params import CheckpointError
+from icl_iwl.data import tokenizer as tokenizer_lib
+from icl_iwl.model import build
+from icl_iwl.model import cache
+from icl_iwl.model import gemma
+from icl_iwl.model import presets
+
+_G, _L = presets.AttentionType.GLOBAL, presets.AttentionType.LOCAL
+_SMALL = dict(vocab_size=211, embed_dim=64, hidden_dim=96)
+
+
+def _configs() -> dict[str, presets.GemmaConfig]:
+  """Tiny Gemma 1/2/3 models. Only Gemma 3 has a registered tiny preset;
+  the others shrink the smallest preset of their family."""
+  g1, g2 = presets.get('gemma1_2b'), presets.get('gemma2_2b')
+  return {
+      'gemma1': dataclasses.replace(
+          g1, name='tiny_gemma1', **_SMALL, num_heads=4, num_kv_heads=1, head_dim=16,
+          query_scale=16**-0.5, attention_types=(_G,) * 3),
+      'gemma1_mha': dataclasses.replace(  # K == N: one qkv_einsum.
+          g1, name='tiny_gemma1_mha', **_SMALL, num_heads=2, num_kv_heads=2,
+          head_dim=16, query_scale=16**-0.5, attention_types=(_G,) * 2),
+      'gemma2': dataclasses.replace(
+          g2, name='tiny_gemma2', **_SMALL, num_heads=4, num_kv_heads=2, head_dim=16,
+          query_scale=24**-0.5, attention_types=(_L, _G) * 2, sliding_window=8,
+          attn_logit_softcap=5.0, final_logit_softcap=3.0, transpose_gating_einsum=True),
+      'gemma3': presets.get('tiny'),
+      'gemma3_scaled': dataclasses.replace(  # Linear RoPE scaling on global layers.
+          presets.get('tiny'), name='tiny_gemma3_scaled', **_SMALL,
+          attention_types=(_L,) * 5 + (_G,), sliding_window=8, global_rope_scale=2.0,
+          local_rope_base=20_000.0),
+  }
+
+
+# A SentencePiece-style vocabulary: specials, then pieces.
+_PIECES = (['<pad>', '<eos>', '<bos>', '<unk>'] + list('abcdefghij') +
+           ['\u2581' + c for c in 'abcdefghij'] + ['ab', 'cd', '\u2581ab', 'ef', '\u2581'])
+
+
+# What transformers' GGUF loader can read back: it takes head_dim, the window
+# and one RoPE base from the file but assumes the rest (query_pre_attn_scalar
+# 256, the family's layer pattern, Gemma 2's softcaps 50 and 30, local RoPE
+# base 10k). It has no Gemma 1 GGUF support at all.
+_HD256 = dict(vocab_size=len(_PIECES), embed_dim=64, hidden_dim=96, num_heads=2,
+              num_kv_heads=1, head_dim=256, query_scale=1 / 16)
+_TRANSFORMERS_GGUF = {
+    'gemma2': dataclasses.replace(
+        presets.get('gemma2_2b'), name='gguf_gemma2', **_HD256,
+        attention_types=(_L, _G) * 2, sliding_window=8),
+    'gemma3': dataclasses.replace(
+        presets.get('gemma3_270m'), name='gguf_gemma3', **_HD256,
+        attention_types=(_L,) * 5 + (_G,), sliding_window=8),
+}
+
+
+def _random_params(config: presets.GemmaConfig, seed: int = 0) -> params_lib.Params:
+  """Every param random, norm scales too (a zero init would hide a swap)."""
+  rng = np.random.default_rng(seed)
+  return params_lib.unflatten({
+      k: (0.3 * rng.standard_normal(s)).astype(np.float32)
+      for k, s in params_lib.shapes(config).items()})
+
+
+_LENGTH = 40  # Past every sliding window here.
+
+
+def _tokens(vocab_size: int) -> np.ndarray:
+  return np.random.default_rng(1).integers(0, min(vocab_size, 211), (2, _LENGTH))
+
+
+def _our_logits(model: gemma.Transformer, params, tokens: np.ndarray) -> np.ndarray:
+  b, t = tokens.shape
+  logits, _ = jax.jit(model.apply)(
+      {'params': params}, jnp.asarray(tokens), jnp.broadcast_to(jnp.arange(t), (b, t)),
+      cache.causal_mask(jnp.ones((b, t), jnp.int32)))
+  return np.asarray(logits)
+
+
+def _torch_logits(model, tokens: np.ndarray) -> np.ndarray:
+  with torch.no_grad():
+    return model(torch.tensor(tokens)).logits.float().numpy()
+
+
+@pytest.fixture(scope='module')
+def tok_gguf(tmp_path_factory) -> pathlib.Path:
+  """A GGUF holding only a tokenizer (`_PIECES`), as a Gemma 3 file states it."""
+  path = tmp_path_factory.mktemp('tok') / 'tok.gguf'
+  w = gguf_lib.GGUFWriter(str(path), 'gemma3')
+  w.add_tokenizer_model('llama')
+  w.add_token_list(_PIECES)
+  w.add_token_scores([-float(i) for i in range(len(_PIECES))])
+  w.add_token_types([gguf_lib.TokenType.CONTROL] * 3 + [gguf_lib.TokenType.UNKNOWN]
+                    + [gguf_lib.TokenType.NORMAL] * (len(_PIECES) - 4))
+  for name, i in [('pad', 0), ('eos', 1), ('bos', 2), ('unk', 3)]:
+    getattr(w, f'add_{name}_token_id')(i)
+  w.add_add_space_prefix(False)
+  w.write_header_to_file()
+  w.write_kv_data_to_file()
+  w.write_tensors_to_file()
+  w.close()
+  return path
+
+
+@pytest.fixture(scope='module')
+def tok_files(tok_gguf, tmp_path_factory) -> pathlib.Path:
+  """The Hugging Face tokenizer files of `tok_gguf`, built once."""
+  directory = tmp_path_factory.mktemp('tok_files')
+  export.write_tokenizer_files(f'gguf:{tok_gguf}', directory)
+  return directory
+
+
+def _write_hf(directory: pathlib.Path, config, params, tok_files, dtype='float32'):
+  directory.mkdir()
+  export.write_tokenizer_files(f'hf:{tok_files}', directory)
+  export.write_hf(directory, config, params, dtype)
+
+
+@pytest.mark.parametrize('name', list(_configs()))
+def test_hf_mapping_is_exactly_the_inverse_of_the_loaders(name):
+  config = _configs()[name]
+  flat = params_lib.flatten(_random_params(config))
+  tensors = hf.from_params(flat, config)
+  back = hf.to_params(tensors, config, 'test')
+  assert back.keys() == flat.keys()
+  for key in flat:
+    np.testing.assert_array_equal(back[key], flat[key], err_msg=key)
+  again = hf.from_params(back, config)  # And the other way round.
+  assert again.keys() == tensors.keys()
+  for key in tensors:
+    np.testing.assert_array_equal(again[key], tensors[key], err_msg=key)
+
+
+@pytest.mark.parametrize('name', list(_configs()))
+def test_hf_export_loads_in_transformers_with_our_logits(name, tok_files, tmp_path):
+  config = _configs()[name]
+  params = _random_params(config)
+  _write_hf(tmp_path / 'out', config, params, tok_files)
+  # Our loader reads back the same architecture and exactly the same params.
+  found, _ = hf.load(tmp_path / 'out')
+  assert presets.mismatches(found, config) == {}
+  _, loaded = hf.load(tmp_path / 'out', config)  # In `config`'s gating layout.
+  flat = params_lib.flatten(params)
+  for key, value in params_lib.flatten(loaded).items():
+    np.testing.assert_array_equal(value, flat[key], err_msg=key)
+  reference = transformers.AutoModelForCausalLM.from_pretrained(
+      tmp_path / 'out', dtype=torch.float32, attn_implementation='eager').eval()
+  tokens = _tokens(config.vocab_size)
+  expected = _torch_logits(reference, tokens)
+  assert np.abs(_our_logits(gemma.Transformer(config), params, tokens) - expected).max() <= 1e-4
+  assert np.abs(expected).max() > 1.0  # Not trivially small logits.
+
+
+def test_hf_export_of_a_gguf_tokenizer_gives_our_token_ids(tok_gguf, tok_files, tmp_path):
+  _write_hf(tmp_path / 'out', *(lambda c: (c, _random_params(c)))(_configs()['gemma1']),
+            tok_files)
+  ours = gguf.tokenizer(gguf.read(tok_gguf))
+  theirs = transformers.AutoTokenizer.from_pretrained(tmp_path / 'out')
+  read_back = tokenizer_lib.from_hf_dir(tmp_path / 'out')
+  texts = ['ab cd ef', 'a b  c<eos>', 'jihgfedcba', ' ab', 'abcdefghij ab cd']
+  for text in texts:
+    expected = ours.encode(text, add_bos=True)
+    assert theirs(text).input_ids == expected, text
+    assert read_back.encode(text, add_bos=True) == expected, text
+  config = json.loads((tmp_path / 'out' / 'config.json').read_text())
+  assert (config['pad_token_id'], config['eos_token_id'], config['bos_token_id']) == (0, 1, 2)
+
+
+@pytest.mark.parametrize('dtype', ['float16', 'bfloat16'])
+def test_hf_export_in_half_precision_holds_the_cast_weights(dtype, tok_files, tmp_path):
+  config = _configs()['gemma3_scaled']
+  params = _random_params(config)
+  _write_hf(tmp_path / 'out', config, params, tok_files, dtype)
+  _, loaded = hf.load(tmp_path / 'out')
+  want = export._NUMPY_DTYPES[dtype]
+  flat = params_lib.flatten(params)
+  for key, value in params_lib.flatten(loaded).items():
+    assert value.dtype == want, key
+    np.testing.assert_array_equal(value, flat[key].astype(want), err_msg=key)
+  model = transformers.AutoModelForCausalLM.from_pretrained(tmp_path / 'out')
+  assert model.dtype == getattr(torch, dtype)
+
+
+@pytest.mark.parametrize('name', list(_configs()))
+@pytest.mark.parametrize('dtype', export.DTYPES)
+def test_gguf_export_reads_back_in_our_loader(name, dtype, tok_gguf, tmp_path):
+  config = _configs()[name]
+  params = _random_params(config)
+  path = tmp_path / 'out.gguf'
+  fields = gguf.tokenizer_fields(gguf.read(tok_gguf))
+  if config.query_scale != config.head_dim**-0.5:  # GGUF has no field for it.
+    with pytest.raises(CheckpointError, match=r'GGUF cannot state the query scale'):
+      gguf.write(path, config, params, fields, dtype)
+    assert not path.exists()
+    config = dataclasses.replace(config, query_scale=config.head_dim**-0.5)
+  gguf.write(path, config, params, fields, dtype)
+  found, loaded, tok = gguf.load(path)
+  assert presets.mismatches(found, config) == {}
+  _, loaded, _ = gguf.load(path, config)  # In `config`'s gating layout.
+  assert tok.encode('ab cd', add_bos=True) == gguf.tokenizer(
+      gguf.read(tok_gguf)).encode('ab cd', add_bos=True)
+  want = export._NUMPY_DTYPES[dtype]
+  for key, value in params_lib.flatten(loaded).items():
+    original = params_lib.flatten(params)[key]
+    if key.endswith('scale'):  # Stored as (1 + w) in float32.
+      np.testing.assert_allclose(value, original, atol=2**-23, rtol=0, err_msg=key)
+    else:
+      np.testing.assert_array_equal(value, original.astype(want).astype(np.float32),
+                                    err_msg=key)
+  types = {t.name: t.tensor_type for t in gguf.read(path).tensors}
+  assert types['token_embd.weight'].name == {'float32': 'F32', 'float16': 'F16',
+                                             'bfloat16': 'BF16'}[dtype]
+  assert types['output_norm.weight'].name == 'F32'
+
+
+@pytest.mark.parametrize('name', list(_TRANSFORMERS_GGUF))
+def test_gguf_export_loads_in_transformers_with_our_logits(name, tok_gguf, tmp_path):
+  config = _TRANSFORMERS_GGUF[name]
+  params = _random_params(config)
+  path = tmp_path / 'out.gguf'
+  gguf.write(path, config, params, gguf.tokenizer_fields(gguf.read(tok_gguf)))
+  reference = transformers.AutoModelForCausalLM.from_pretrained(
+      tmp_path, gguf_file=path.name, dtype=torch.float32,
+      attn_implementation='eager').eval()
+  tokens = _tokens(config.vocab_size)
+  expected = _torch_logits(reference, tokens)
+  assert np.abs(_our_logits(gemma.Transformer(config), params, tokens) - expected).max() <= 1e-4
+  assert np.abs(expected).max() > 1.0
