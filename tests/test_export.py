@@ -256,3 +256,139 @@ def test_gguf_export_loads_in_transformers_with_our_logits(name, tok_gguf, tmp_p
   expected = _torch_logits(reference, tokens)
   assert np.abs(_our_logits(gemma.Transformer(config), params, tokens) - expected).max() <= 1e-4
   assert np.abs(expected).max() > 1.0
+
+
+# ---------------------------------------------------------------------------
+# The command: a fine-tuned run, atomic writes, refusals.
+
+def test_lora_run_exports_with_the_logits_of_the_lora_model(
+    tok_gguf, tmp_path, monkeypatch):
+  from test_load_run import _write_run  # pylint: disable=g-import-not-at-top
+
+  # The run starts from 'random' weights: its tokenizer is the embedded one's.
+  monkeypatch.setattr(paths, 'embedded_gguf', lambda: tok_gguf)
+  run = tmp_path / 'run'
+  config, saved = _write_run(run, 'lora')
+  lora_model = build.model(config.model)
+  assert lora_model.lora is not None
+  tokens = _tokens(211)
+  expected = _our_logits(lora_model, saved[2], tokens)
+
+  export.export(f'run:{run}@2', f'hf:{tmp_path / "hf"}')
+  reference = transformers.AutoModelForCausalLM.from_pretrained(
+      tmp_path / 'hf', dtype=torch.float32, attn_implementation='eager').eval()
+  assert np.abs(_torch_logits(reference, tokens) - expected).max() <= 1e-4
+  assert transformers.AutoTokenizer.from_pretrained(tmp_path / 'hf')('ab cd').input_ids == (
+      gguf.tokenizer(gguf.read(tok_gguf)).encode('ab cd', add_bos=True))
+
+  export.export(f'run:{run}@2', f'gguf:{tmp_path / "run.gguf"}')
+  found, params, _ = gguf.load(tmp_path / 'run.gguf', presets.get('tiny'))
+  got = _our_logits(gemma.Transformer(found), params, tokens)
+  assert np.abs(got - expected).max() <= 1e-4
+  # The adapters matter: the base weights alone give other logits.
+  base = {k: v for k, v in params_lib.flatten(saved[2]).items() if '_lora_' not in k}
+  without = _our_logits(gemma.Transformer(found), params_lib.unflatten(base), tokens)
+  assert np.abs(without - expected).max() > 1e-2
+
+
+@pytest.fixture
+def hf_source(tok_files, tmp_path) -> pathlib.Path:
+  """A transformers directory of tiny Gemma 1 weights (no GGUF tokenizer)."""
+  config = _configs()['gemma1']
+  _write_hf(tmp_path / 'source', config, _random_params(config), tok_files)
+  return tmp_path / 'source'
+
+
+def _leftovers(directory: pathlib.Path) -> list[str]:
+  return sorted(p.name for p in directory.iterdir() if p.name.startswith('.'))
+
+
+def test_existing_destination_is_replaced_only_by_a_complete_export(
+    hf_source, tok_gguf, tmp_path, monkeypatch):
+  dest = tmp_path / 'dest'
+  dest.mkdir()
+  (dest / 'old.txt').write_text('old')
+  with pytest.raises(errors.UserError, match='exists; pass --overwrite'):
+    export.export(f'hf:{hf_source}', f'hf:{dest}')
+
+  def crash(directory, *args, **kwargs):
+    del args, kwargs
+    (directory / 'model.safetensors').write_bytes(b'partial')
+    raise RuntimeError('killed')
+
+  with monkeypatch.context() as m:
+    m.setattr(export, 'write_hf', crash)
+    with pytest.raises(RuntimeError, match='killed'):
+      export.export(f'hf:{hf_source}', f'hf:{dest}', overwrite=True)
+  assert [p.name for p in dest.iterdir()] == ['old.txt'] and not _leftovers(tmp_path)
+  export.export(f'hf:{hf_source}', f'hf:{dest}', overwrite=True)
+  assert not (dest / 'old.txt').exists() and not _leftovers(tmp_path)
+  assert (dest / 'model.safetensors').read_bytes() == (
+      hf_source / 'model.safetensors').read_bytes()
+
+  out = tmp_path / 'out.gguf'
+  out.write_bytes(b'old')
+
+  def crash_gguf(path, *args, **kwargs):
+    del args, kwargs
+    pathlib.Path(path).write_bytes(b'partial')
+    raise RuntimeError('killed')
+
+  monkeypatch.setattr(paths, 'embedded_gguf', lambda: pytest.fail('not asked for'))
+  source = tmp_path / 'source.gguf'
+  config = _configs()['gemma3_scaled']
+  gguf.write(source, config, _random_params(config),
+             gguf.tokenizer_fields(gguf.read(tok_gguf)))
+  with monkeypatch.context() as m:
+    m.setattr(gguf, 'write', crash_gguf)
+    with pytest.raises(RuntimeError, match='killed'):
+      export.export(f'gguf:{source}', f'gguf:{out}', overwrite=True)
+  assert out.read_bytes() == b'old' and not _leftovers(tmp_path)
+  export.export(f'gguf:{source}', f'gguf:{out}', overwrite=True)
+  assert not _leftovers(tmp_path)
+  expected = params_lib.flatten(gguf.load(source)[1])
+  for key, value in params_lib.flatten(gguf.load(out)[1]).items():
+    np.testing.assert_array_equal(value, expected[key], err_msg=key)
+
+
+def test_bad_flags_are_refused_in_one_line_before_any_weights_load(
+    hf_source, tmp_path, monkeypatch):
+  monkeypatch.setattr(export, 'read', lambda source: pytest.fail('read ' + source))
+  a_file = tmp_path / 'a_file'
+  a_file.write_text('')
+  new = tmp_path / 'new'
+  cases = [
+      (('foo:x', f'hf:{new}'), r"Unknown --from 'foo:x'\..* Valid: .*run:WORKDIR"),
+      (('random', f'hf:{new}'), 'random weights are not worth exporting'),
+      ((f'gguf:{tmp_path}/absent.gguf', f'hf:{new}'), 'no GGUF file'),
+      ((f'run:{tmp_path}/absent@best', f'hf:{new}'), 'not a training run directory'),
+      ((f'hf:{hf_source}', f's3:{new}'), r"Unknown --to 's3:.*Valid: gguf:PATH, hf:DIR"),
+      ((f'hf:{hf_source}', 'hf:'), r"Unknown --to 'hf:'"),
+      ((f'hf:{hf_source}', f'hf:{new}', 'float64'), r"Unknown --dtype 'float64'"),
+      ((f'hf:{hf_source}', f'hf:{hf_source}'), 'exists; pass --overwrite'),
+      ((f'hf:{hf_source}', f'hf:{a_file}', 'float32', True), 'is a file, not a directory'),
+      ((f'hf:{hf_source}', f'hf:{a_file}/sub/out'), f'{a_file} is not a directory'),
+      ((f'hf:{hf_source}', 'hf:/proc/icl_iwl_export'), 'cannot write in /proc'),
+      ((f'hf:{hf_source}', f'gguf:{new}.gguf'),
+       'a GGUF file carries the tokenizer of a GGUF checkpoint'),
+  ]
+  for args, message in cases:
+    with pytest.raises(errors.UserError, match=message) as error:
+      export.export(*args)
+    assert '\n' not in str(error.value), args
+  assert not new.exists()
+
+
+def test_command_prints_one_line_for_a_mistake_and_teaches_with_help(hf_source):
+  env = {**os.environ, 'JAX_PLATFORMS': 'cpu'}
+  command = [sys.executable, '-m', 'icl_iwl.export']
+  done = subprocess.run(command + [f'--from=hf:{hf_source}', f'--to=hf:{hf_source}'],
+                        capture_output=True, text=True, env=env, check=False)
+  assert done.returncode == errors.EXIT_USER_ERROR
+  assert done.stderr.strip().splitlines() == [
+      f'FATAL: --to=hf:{hf_source}: {hf_source} exists; pass --overwrite to replace it.']
+  helped = subprocess.run(command + ['--helpshort'], capture_output=True, text=True,
+                          env=env, check=False)
+  for flag in ('--from', '--to', '--dtype', '--[no]overwrite'):
+    assert flag in helped.stdout, flag
+  assert 'run:WORKDIR[@best|@last|@STEP]' in helped.stdout
