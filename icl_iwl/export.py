@@ -136,7 +136,8 @@ def check(source: str, target: str, dtype: str = 'float32',
         f'--to={target}: a GGUF file carries the tokenizer of a GGUF checkpoint, '
         f'and the tokenizer of --from={source} is that of hf:{tok_path}.')
   if kind == 'hf' and tok_kind == 'gguf':
-    try:
+    try:  # transformers' GGUF reader imports torch.
+      import torch  # pylint: disable=g-import-not-at-top,unused-import
       import transformers  # pylint: disable=g-import-not-at-top,unused-import
     except ImportError:
       raise errors.UserError(

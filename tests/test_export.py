@@ -392,3 +392,37 @@ def test_command_prints_one_line_for_a_mistake_and_teaches_with_help(hf_source):
   for flag in ('--from', '--to', '--dtype', '--[no]overwrite'):
     assert flag in helped.stdout, flag
   assert 'run:WORKDIR[@best|@last|@STEP]' in helped.stdout
+
+
+# ---------------------------------------------------------------------------
+# The real Gemma 3 270M (~3 GB; run it under the heavy lock on a shared machine).
+
+@pytest.mark.real_model
+def test_real_270m_exports_to_transformers(tmp_path):
+  from test_gemma3_270m import _TEXT  # pylint: disable=g-import-not-at-top
+
+  ours = tokenizer_lib.load_default()
+  config, params = gguf.load_embedded()
+  tokens = np.asarray(ours.encode_batch([_TEXT[:2000], _TEXT[-2000:]], add_bos=True))
+  tokens = np.stack([t[:600] for t in tokens])  # Past the sliding window (512).
+  expected = _our_logits(gemma.Transformer(config), params, tokens)
+  del params
+
+  export.export('embedded', f'hf:{tmp_path / "hf"}')
+  reference = transformers.AutoModelForCausalLM.from_pretrained(
+      tmp_path / 'hf', dtype=torch.float32).eval()
+  got = _torch_logits(reference, tokens)
+  del reference
+  diff = np.abs(got - expected)
+  assert diff.max() <= 1e-4, diff.max()
+  assert diff[:, 512:].max() <= 1e-4  # Positions past the sliding window.
+  assert (got.argmax(-1) == expected.argmax(-1)).mean() == 1.0
+  # The tokenizer files give our ids, in transformers and in our reader.
+  theirs = transformers.AutoTokenizer.from_pretrained(tmp_path / 'hf')
+  read_back = tokenizer_lib.from_hf_dir(tmp_path / 'hf')
+  texts = [_TEXT] + [line for line in _TEXT.splitlines() if line] + [
+      '  two spaces', 'tabs\there', '<start_of_turn>user\nhi<end_of_turn>', '']
+  for text in texts:
+    want = ours.encode(text, add_bos=True)
+    assert theirs(text).input_ids == want, text
+    assert read_back.encode(text, add_bos=True) == want, text
