@@ -130,7 +130,10 @@ def check(source: str, target: str, dtype: str = 'float32',
   if kind == 'gguf' and destination.is_dir():
     raise errors.UserError(f'--to={target}: {destination} is a directory.')
   _check_writable(destination, f'--to={target}')
-  tok_kind, _, tok_path = tokenizer_source(source).partition(':')
+  try:  # A run's config.json names the checkpoint it was trained from.
+    tok_kind, _, tok_path = tokenizer_source(source).partition(':')
+  except CheckpointError as e:
+    raise errors.UserError(str(e)) from None
   if kind == 'gguf' and tok_kind != 'gguf':
     raise errors.UserError(
         f'--to={target}: a GGUF file carries the tokenizer of a GGUF checkpoint, '
