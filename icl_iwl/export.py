@@ -225,6 +225,10 @@ def export(source: str, target: str, dtype: str = 'float32',
         write_tokenizer_files(tok_source, tmp)
         write_hf(tmp, config, params, dtype)
     else:
+      misread = gguf.transformers_misreads(config)
+      if misread:
+        logging.warning("transformers' GGUF loader will misread %s: %s (our "
+                        'loader reads it right).', destination, '; '.join(misread))
       reader = gguf.read(tok_source.partition(':')[2])
       with paths.atomic_path(destination) as tmp:
         gguf.write(tmp, config, params, gguf.tokenizer_fields(reader), dtype)

@@ -12,6 +12,7 @@ import dataclasses
 import json
 import os
 import pathlib
+import shutil
 import subprocess
 import sys
 
@@ -243,6 +244,17 @@ def test_gguf_export_reads_back_in_our_loader(name, dtype, tok_gguf, tmp_path):
   assert types['output_norm.weight'].name == 'F32'
 
 
+def test_what_transformers_gguf_loader_would_misread_is_named():
+  assert gguf.transformers_misreads(_TRANSFORMERS_GGUF['gemma2']) == []
+  assert gguf.transformers_misreads(_TRANSFORMERS_GGUF['gemma3']) == []
+  assert gguf.transformers_misreads(presets.get('gemma3_270m')) == []
+  assert gguf.transformers_misreads(presets.get('gemma2_2b')) == []
+  misread = gguf.transformers_misreads(presets.get('tiny'))
+  assert [m.split()[0] for m in misread] == ['query_scale', 'attention_types']
+  assert gguf.transformers_misreads(_configs()['gemma1']) == [
+      'transformers reads no Gemma 1 GGUF']
+
+
 @pytest.mark.parametrize('name', list(_TRANSFORMERS_GGUF))
 def test_gguf_export_loads_in_transformers_with_our_logits(name, tok_gguf, tmp_path):
   config = _TRANSFORMERS_GGUF[name]
@@ -403,8 +415,9 @@ def test_real_270m_exports_to_transformers(tmp_path):
 
   ours = tokenizer_lib.load_default()
   config, params = gguf.load_embedded()
-  tokens = np.asarray(ours.encode_batch([_TEXT[:2000], _TEXT[-2000:]], add_bos=True))
-  tokens = np.stack([t[:600] for t in tokens])  # Past the sliding window (512).
+  texts = [_TEXT, '\n\n'.join(reversed(_TEXT.split('\n\n')))]
+  # 600 tokens: past the sliding window (512).
+  tokens = np.asarray([ids[:600] for ids in ours.encode_batch(texts, add_bos=True)])
   expected = _our_logits(gemma.Transformer(config), params, tokens)
   del params
 
@@ -413,10 +426,11 @@ def test_real_270m_exports_to_transformers(tmp_path):
       tmp_path / 'hf', dtype=torch.float32).eval()
   got = _torch_logits(reference, tokens)
   del reference
-  diff = np.abs(got - expected)
+  assert (got.argmax(-1) == expected.argmax(-1)).all()
+  diff = np.abs(np.subtract(got, expected, out=got), out=got)  # 1.3 GB each.
   assert diff.max() <= 1e-4, diff.max()
   assert diff[:, 512:].max() <= 1e-4  # Positions past the sliding window.
-  assert (got.argmax(-1) == expected.argmax(-1)).mean() == 1.0
+  del got, diff
   # The tokenizer files give our ids, in transformers and in our reader.
   theirs = transformers.AutoTokenizer.from_pretrained(tmp_path / 'hf')
   read_back = tokenizer_lib.from_hf_dir(tmp_path / 'hf')
@@ -426,3 +440,21 @@ def test_real_270m_exports_to_transformers(tmp_path):
     want = ours.encode(text, add_bos=True)
     assert theirs(text).input_ids == want, text
     assert read_back.encode(text, add_bos=True) == want, text
+  shutil.rmtree(tmp_path / 'hf')
+
+  # GGUF: transformers' GGUF loader and ours read it back.
+  export.export('embedded', f'gguf:{tmp_path / "out.gguf"}')
+  reference = transformers.AutoModelForCausalLM.from_pretrained(
+      tmp_path, gguf_file='out.gguf', dtype=torch.float32).eval()
+  got = _torch_logits(reference, tokens)
+  del reference
+  diff = np.abs(np.subtract(got, expected, out=got), out=got)
+  assert diff.max() <= 1e-4, diff.max()
+  del got, diff, expected
+  _, params = gguf.load_embedded()
+  _, loaded, _ = gguf.load(tmp_path / 'out.gguf', config)
+  loaded = params_lib.flatten(loaded)
+  for key, value in params_lib.flatten(params).items():
+    tolerance = 1e-6 if key.endswith('scale') else 0  # Norms stored as 1 + w.
+    np.testing.assert_allclose(loaded[key], value, atol=tolerance, rtol=tolerance,
+                               err_msg=key)

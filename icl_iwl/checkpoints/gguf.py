@@ -300,6 +300,30 @@ def tokenizer_fields(reader) -> list[tuple[str, object, list]]:
           if key.startswith('tokenizer.')]
 
 
+def transformers_misreads(config: GemmaConfig) -> list[str]:
+  """What transformers' GGUF loader would get wrong about `config` (empty if
+  nothing): it takes sizes, head_dim, the window and one RoPE base from the
+  file and assumes the rest as for the released Gemma 2 and 3 models."""
+  arch = _ARCH_OF[hf.model_type(config)]
+  if arch == 'gemma':
+    return ['transformers reads no Gemma 1 GGUF']
+  pattern = _DEFAULT_PATTERN[arch]
+  assumed = {
+      'query_scale': 256**-0.5,
+      'attention_types': tuple(_L if (i + 1) % pattern else _G
+                               for i in range(config.num_layers)),
+      'global_rope_scale': 1.0,
+      'attn_logit_softcap': 50.0 if arch == 'gemma2' else None,
+      'final_logit_softcap': 30.0 if arch == 'gemma2' else None,
+  }
+  if _L in config.attention_types:
+    assumed['local_rope_base'] = 10_000.0 if arch == 'gemma3' else config.global_rope_base
+  return [f'{field} {getattr(config, field)} (transformers assumes {value})'
+          for field, value in assumed.items()
+          if getattr(config, field) != value and not (
+              isinstance(value, float) and math.isclose(getattr(config, field), value))]
+
+
 def write(path: str | pathlib.Path, config: GemmaConfig, params: params_lib.Params,
           tokenizer: list[tuple[str, object, list]], dtype: str = 'float32',
           name: str = '') -> None:
