@@ -1,8 +1,9 @@
 """Exports weights to a transformers directory or a GGUF file.
 
-    python -m icl_iwl.export --from=run:/tmp/ft/reversals_lora@best --to=hf:/tmp/export/reversals_hf
-    python -m icl_iwl.export --from=run:/tmp/ft/reversals_lora --to=gguf:/tmp/export/reversals.gguf \
-        --dtype=bfloat16
+    python -m icl_iwl.export --from=run:/tmp/ft/reversals_lora \
+        --to=hf:/tmp/export/reversals_hf
+    python -m icl_iwl.export --from=run:/tmp/ft/reversals_lora \
+        --to=gguf:/tmp/export/reversals.gguf --dtype=bfloat16
 
 --from is a checkpoint as configs name it (checkpoints/load.py): 'embedded',
 'gguf:PATH', 'hf:DIR' or 'run:WORKDIR[@best|@last|@STEP]' (a run's LoRA

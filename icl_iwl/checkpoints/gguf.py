@@ -318,7 +318,10 @@ def transformers_misreads(config: GemmaConfig) -> list[str]:
   }
   if _L in config.attention_types:
     assumed['local_rope_base'] = 10_000.0 if arch == 'gemma3' else config.global_rope_base
-  return [f'{field} {getattr(config, field)} (transformers assumes {value})'
+  def show(value) -> str:
+    return str(tuple(t.value for t in value)) if isinstance(value, tuple) else repr(value)
+
+  return [f'{field} {show(getattr(config, field))} (transformers assumes {show(value)})'
           for field, value in assumed.items()
           if getattr(config, field) != value and not (
               isinstance(value, float) and math.isclose(getattr(config, field), value))]
