@@ -197,10 +197,10 @@ def write_hf(directory: str | os.PathLike, config: presets.GemmaConfig,
       json.dumps(hf.hf_config(config, special, dtype), indent=2) + '\n')
   tensors = hf.from_params(params_lib.flatten(params), config)
   np_dtype = _NUMPY_DTYPES[dtype]
-  safetensors.numpy.save_file(
-      {k: np.ascontiguousarray(np.asarray(v, np.float32).astype(np_dtype))
-       for k, v in tensors.items()},
-      str(directory / 'model.safetensors'), metadata={'format': 'pt'})
+  with paths.atomic_path(directory / 'model.safetensors') as tmp:  # open()'s mode.
+    safetensors.numpy.save_file(
+        {k: np.ascontiguousarray(np.asarray(v, np.float32).astype(np_dtype))
+         for k, v in tensors.items()}, str(tmp), metadata={'format': 'pt'})
 
 
 def export(source: str, target: str, dtype: str = 'float32',
