@@ -318,6 +318,7 @@ def transformers_misreads(config: GemmaConfig) -> list[str]:
   }
   if _L in config.attention_types:
     assumed['local_rope_base'] = 10_000.0 if arch == 'gemma3' else config.global_rope_base
+
   def show(value) -> str:
     return str(tuple(t.value for t in value)) if isinstance(value, tuple) else repr(value)
 
@@ -328,8 +329,7 @@ def transformers_misreads(config: GemmaConfig) -> list[str]:
 
 
 def write(path: str | pathlib.Path, config: GemmaConfig, params: params_lib.Params,
-          tokenizer: list[tuple[str, object, list]], dtype: str = 'float32',
-          name: str = '') -> None:
+          tokenizer: list[tuple[str, object, list]], dtype: str = 'float32') -> None:
   """Writes a GGUF file that `load` reads back to `config` and `params`.
 
   As llama.cpp writes Gemma: tensors in the Hugging Face layout (`hf.
@@ -344,7 +344,6 @@ def write(path: str | pathlib.Path, config: GemmaConfig, params: params_lib.Para
     params: its param tree, without LoRA factors.
     tokenizer: the `tokenizer.*` metadata, from `tokenizer_fields`.
     dtype: of the 2-D tensors: float32, float16 or bfloat16.
-    name: general.name.
 
   Raises:
     CheckpointError: if GGUF metadata cannot state the architecture (a query
@@ -364,7 +363,7 @@ def write(path: str | pathlib.Path, config: GemmaConfig, params: params_lib.Para
                'float16': gguf.LlamaFileType.MOSTLY_F16,
                'bfloat16': gguf.LlamaFileType.MOSTLY_BF16}[dtype]
   w = gguf.GGUFWriter(str(path), arch)
-  w.add_name(name or c.name)
+  w.add_name(c.name)
   w.add_file_type(file_type)
   w.add_context_length(_CONTEXT_LENGTH[arch])
   w.add_vocab_size(c.vocab_size)
