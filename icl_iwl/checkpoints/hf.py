@@ -1,10 +1,12 @@
 """Hugging Face Gemma 1/2/3 checkpoints (the layout `transformers` saves).
 
 `to_params` is the one place where torch `Linear` layouts become our einsum
-layouts; the GGUF loader renames its tensors to these names and reuses it.
+layouts, `from_params` its exact inverse (for export); the GGUF reader and
+writer rename tensors to and from these names and reuse them.
 """
 
 import json
+import math
 import pathlib
 from typing import Mapping
 
@@ -167,6 +169,141 @@ def to_params(tensors: Mapping[str, np.ndarray], config: GemmaConfig,
   flat = {k: np.ascontiguousarray(v) for k, v in flat.items()}
   params_lib.check(flat, config, source)
   return flat
+
+
+def from_params(flat: Mapping[str, np.ndarray], config: GemmaConfig,
+                ) -> dict[str, np.ndarray]:
+  """Our flat param dict -> HF-named tensors; exactly the inverse of `to_params`.
+
+  Args:
+    flat: {'layer_0/attn/q_einsum/w': [N, D, H], ...} of a model without
+      LoRA factors (merge them first), checked against `config`.
+    config: its architecture.
+
+  Returns:
+    {'model.layers.0.self_attn.q_proj.weight': [N*H, D], ...} in the
+    `Linear` [out, in] layout transformers saves, C-contiguous, without
+    'lm_head.weight' (tied to the embedding).
+  """
+  c = config
+  params_lib.check(flat, c, 'the params to export')
+  n, k, h, d = c.num_heads, c.num_kv_heads, c.head_dim, c.embed_dim
+  tensors = {
+      'embed_tokens.weight': flat['embedder/input_embedding'],
+      'norm.weight': flat['final_norm/scale'],
+  }
+
+  def linear(w_NDH: np.ndarray, num: int) -> np.ndarray:
+    """[num, D, H] -> [num*H, D]."""
+    return w_NDH.transpose(0, 2, 1).reshape(num * h, d)
+
+  for i in range(c.num_layers):
+    hf, ours = f'layers.{i}.', f'layer_{i}/'
+    if k == n:
+      q, kk, v = flat[ours + 'attn/qkv_einsum/w']
+    else:
+      q = flat[ours + 'attn/q_einsum/w']
+      kk, v = flat[ours + 'attn/kv_einsum/w']
+    tensors[hf + 'self_attn.q_proj.weight'] = linear(q, n)
+    tensors[hf + 'self_attn.k_proj.weight'] = linear(kk, k)
+    tensors[hf + 'self_attn.v_proj.weight'] = linear(v, k)
+    tensors[hf + 'self_attn.o_proj.weight'] = (
+        flat[ours + 'attn/attn_vec_einsum/w'].reshape(n * h, d).T)
+    if c.use_qk_norm:
+      tensors[hf + 'self_attn.q_norm.weight'] = flat[ours + 'attn/_query_norm/scale']
+      tensors[hf + 'self_attn.k_norm.weight'] = flat[ours + 'attn/_key_norm/scale']
+    gating = flat[ours + 'mlp/gating_einsum']
+    gate, up = gating if c.transpose_gating_einsum else gating.transpose(0, 2, 1)
+    tensors[hf + 'mlp.gate_proj.weight'] = gate
+    tensors[hf + 'mlp.up_proj.weight'] = up
+    tensors[hf + 'mlp.down_proj.weight'] = flat[ours + 'mlp/linear'].T
+    tensors[hf + 'input_layernorm.weight'] = flat[ours + 'pre_attention_norm/scale']
+    if c.use_post_norms:
+      tensors[hf + 'post_attention_layernorm.weight'] = flat[ours + 'post_attention_norm/scale']
+      tensors[hf + 'pre_feedforward_layernorm.weight'] = flat[ours + 'pre_ffw_norm/scale']
+      tensors[hf + 'post_feedforward_layernorm.weight'] = flat[ours + 'post_ffw_norm/scale']
+    else:  # Gemma 1 names its pre-MLP norm `post_attention_layernorm`.
+      tensors[hf + 'post_attention_layernorm.weight'] = flat[ours + 'pre_ffw_norm/scale']
+  return {'model.' + name: np.ascontiguousarray(x) for name, x in tensors.items()}
+
+
+def model_type(config: GemmaConfig) -> str:
+  """The transformers text model type of an architecture: Gemma 3 has
+  QK-norm, Gemma 2 post-norms, Gemma 1 neither."""
+  if config.use_qk_norm:
+    return 'gemma3_text'
+  return 'gemma2' if config.use_post_norms else 'gemma'
+
+
+_CAUSAL_LM = {'gemma': 'GemmaForCausalLM', 'gemma2': 'Gemma2ForCausalLM',
+              'gemma3_text': 'Gemma3ForCausalLM'}
+
+
+def hf_config(config: GemmaConfig, special_ids: Mapping[str, int], dtype: str,
+              ) -> dict:
+  """The config.json of `config` for its transformers class; `config_from_hf`
+  reads it back to the same architecture.
+
+  Raises:
+    CheckpointError: if the transformers class cannot state the architecture
+      (Gemma 1 with a query scale other than head_dim**-0.5, softcaps or
+      sliding windows; Gemma 1/2 with different local and global RoPE).
+  """
+  c = config
+  kind = model_type(c)
+  local = [t == AttentionType.LOCAL for t in c.attention_types]
+  problems = []
+  if kind != 'gemma3_text' and (c.local_rope_base, 1.0) != (
+      c.global_rope_base, c.global_rope_scale) and any(local):
+    problems.append('local layers with another RoPE than global layers')
+  if kind == 'gemma':
+    if not math.isclose(c.query_scale, c.head_dim**-0.5, rel_tol=1e-6):
+      problems.append(f'query_scale {c.query_scale} != head_dim**-0.5')
+    if any(local) or c.attn_logit_softcap or c.final_logit_softcap:
+      problems.append('sliding windows or softcaps')
+  if problems:
+    raise CheckpointError(f'transformers {_CAUSAL_LM[kind]} cannot state '
+                          f'{c.name!r}: {"; ".join(problems)}')
+
+  def rope(base: float, scale: float) -> dict:
+    if scale == 1.0:
+      return {'rope_type': 'default', 'rope_theta': base}
+    return {'rope_type': 'linear', 'rope_theta': base, 'factor': scale}
+
+  out = {
+      'architectures': [_CAUSAL_LM[kind]],
+      'model_type': kind,
+      'vocab_size': c.vocab_size,
+      'hidden_size': c.embed_dim,
+      'intermediate_size': c.hidden_dim,
+      'num_hidden_layers': c.num_layers,
+      'num_attention_heads': c.num_heads,
+      'num_key_value_heads': c.num_kv_heads,
+      'head_dim': c.head_dim,
+      'hidden_activation': 'gelu_pytorch_tanh',
+      'rms_norm_eps': c.norm_eps,
+      'tie_word_embeddings': True,
+      'dtype': dtype,
+      **{f'{name}_token_id': special_ids[name] for name in ('pad', 'eos', 'bos')},
+  }
+  if kind == 'gemma':
+    out['rope_parameters'] = rope(c.global_rope_base, c.global_rope_scale)
+    return out
+  scalar = c.query_scale**-2
+  out.update(
+      query_pre_attn_scalar=round(scalar) if math.isclose(scalar, round(scalar)) else scalar,
+      sliding_window=c.sliding_window or 4096,  # Unused without local layers.
+      layer_types=['sliding_attention' if l else 'full_attention' for l in local],
+      attn_logit_softcapping=c.attn_logit_softcap,
+      final_logit_softcapping=c.final_logit_softcap,
+  )
+  if kind == 'gemma2':
+    out['rope_parameters'] = rope(c.global_rope_base, c.global_rope_scale)
+  else:
+    out['rope_parameters'] = {
+        'full_attention': rope(c.global_rope_base, c.global_rope_scale),
+        'sliding_attention': rope(c.local_rope_base, 1.0)}
+  return out
 
 
 def _read_safetensors(path: pathlib.Path) -> dict[str, np.ndarray]:
