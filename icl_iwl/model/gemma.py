@@ -3,9 +3,10 @@
 Dimension letters: see `layers.py` (B, T, S, N, K, G, H, D, F, V, C); L layers,
 M memory batch (B, or 1 for a prefix shared by the batch).
 
-With `scan_layers`, the layers are stacked and run by `nn.scan` (one layer's
-weights gathered at a time under FSDP) in groups of the attention pattern's
-period; `scan.py` converts between the per-layer tree below and the stacked one.
+With `scan_layers`, the layers are stacked and run by `nn.scan` in groups of
+P layers, P the attention pattern's period (FSDP gathers one group's weights
+at a time); `scan.py` converts between the per-layer tree below and the
+stacked one.
 
 Param tree (identical to gemma checkpoints):
   embedder/input_embedding                       [V, D]
