@@ -7,6 +7,7 @@ checkpoints must load across the two layouts.
 """
 
 import dataclasses
+import pathlib
 
 from flax import linen as nn
 from flax import traverse_util
@@ -16,7 +17,9 @@ import numpy as np
 import pytest
 
 from icl_iwl import config_lib
+from icl_iwl.checkpoints import load
 from icl_iwl.checkpoints import manager
+from icl_iwl.model import build
 from icl_iwl.model import cache
 from icl_iwl.model import gemma
 from icl_iwl.model import lora
@@ -28,6 +31,7 @@ from icl_iwl.train import optim
 from icl_iwl.train import state as state_lib
 from icl_iwl.train import step as step_lib
 
+_FINETUNE = pathlib.Path(__file__).resolve().parents[1] / 'configs' / 'finetune.py'
 _G, _L = presets.AttentionType.GLOBAL, presets.AttentionType.LOCAL
 
 
@@ -238,3 +242,31 @@ def test_per_device_temporaries_fall_as_fsdp_grows_and_with_remat():
   four, eight = _temporaries(config, 4, 'full'), _temporaries(config, 8, 'full')
   assert eight < 0.75 * four, (four, eight)
   assert _temporaries(config, 8, 'none') > eight
+
+
+def test_a_scanned_runs_weights_load_into_either_layout(tmp_path):
+  """'run:WORKDIR' of a run trained with scanned layers, as test_load_run.py
+  writes one: its weights load per layer (gemma names) and scanned."""
+  config = config_lib.load_file(f'{_FINETUNE}:reversals,tiny')
+  config.model.scan_layers = True
+  workdir = tmp_path / 'run'
+  workdir.mkdir()
+  (workdir / 'config.json').write_text(config.to_json_best_effort(indent=2) + '\n')
+  model = build.model(config.model)
+  mesh = mesh_lib.make_mesh(config.mesh, jax.devices()[:1])
+  rules = rules_lib.fit(config.rules, model.config, mesh)
+  state = state_lib.create(model, optim.optimizer(config.train), lora.trainable(None),
+                           None, mesh, rules, seed=5)
+  ckpt = manager.Checkpointer(workdir / 'checkpoints', async_save=False)
+  ckpt.save(1, state, {'next': 1})
+  ckpt.close()
+  want = scan.unstack(jax.tree.map(np.asarray, state.params), model.config)
+  for scan_layers in (False, True):
+    model_config = config_lib.model('tiny', f'run:{workdir}')
+    model_config.scan_layers = scan_layers
+    loaded, params, _ = load.load(model_config)
+    assert loaded.scan_layers == scan_layers == scan.is_stacked(params)
+    got = scan.unstack(params, model.config) if scan_layers else params
+    assert jax.tree.structure(got) == jax.tree.structure(want)
+    for x, y in zip(jax.tree.leaves(got), jax.tree.leaves(want)):
+      np.testing.assert_array_equal(x, y)
