@@ -38,6 +38,7 @@ ConfigDict = ml_collections.ConfigDict
 DTYPES = ('float32', 'bfloat16')
 CHECKPOINTS = ('embedded', 'random', 'gguf:PATH', 'hf:DIR', 'run:WORKDIR')
 LORA_TARGETS = presets.LORA_TARGETS
+REMAT = ('none', 'full', 'save_dots')  # The keys of gemma.REMAT_POLICIES.
 
 
 class ConfigError(errors.UserError):
@@ -51,11 +52,16 @@ def model(preset: str = 'gemma3_270m', checkpoint: str = 'embedded',
           dtype: str = 'float32') -> ConfigDict:
   """Which model, from where, in which dtypes (see checkpoints/load.py).
 
-  lora.rank > 0 trains low-rank adapters on `lora.targets` only.
+  lora.rank > 0 trains low-rank adapters on `lora.targets` only. `remat`
+  rematerializes each block ('none', 'full' or 'save_dots'; see
+  `gemma.REMAT_POLICIES`); `scan_layers` stacks the layers and scans them,
+  so FSDP gathers one layer's weights at a time (checkpoints load into
+  either layout).
   """
   return ConfigDict(dict(
       preset=preset, checkpoint=checkpoint, dtype=dtype, param_dtype='float32',
-      remat=False, lora=dict(rank=0, alpha=16.0, targets=LORA_TARGETS)))
+      remat='none', scan_layers=False,
+      lora=dict(rank=0, alpha=16.0, targets=LORA_TARGETS)))
 
 
 def scorer(**overrides) -> ConfigDict:
@@ -355,6 +361,7 @@ def _check_model(c: ConfigDict) -> None:
   _one_of('model.preset', c.preset, presets.PRESETS.names())
   _one_of('model.dtype', c.dtype, DTYPES)
   _one_of('model.param_dtype', c.param_dtype, DTYPES)
+  _one_of('model.remat', c.remat, REMAT)
   check_checkpoint_spec(c.checkpoint)
   _require(c.lora.rank >= 0, 'model.lora.rank', c.lora.rank, 'must be >= 0')
   for target in c.lora.targets:

@@ -8,6 +8,13 @@ Compiles the real train step (same function, shardings and batch shape as
 training) for a mesh of `--devices` fake CPU devices, without loading or
 allocating any weights, and prints XLA's memory analysis (per device) and
 cost analysis. CPU buffer assignment approximates a TPU's; leave headroom.
+
+    python -m icl_iwl.plan --table=gemma3_4b --devices=16
+
+prints the table of `TABLE_ROWS` for a preset instead (scanned layers, f32
+master weights, batch 8 x 512, FSDP over each row's device count), then the
+suggested mesh per TPU slice in `SLICES`: the row of that many devices with
+the lowest peak that fits the chip's HBM.
 """
 
 import os
@@ -43,12 +50,30 @@ _CONFIG = config_flags.DEFINE_config_file(
 flags.DEFINE_integer('devices', 8, 'Fake CPU devices to plan for (the slice size).')
 _PEAK = flags.DEFINE_float(
     'peak_tflops', 197.0, 'Per-device peak TFLOP/s of the target (v5e: 197).')
+_TABLE = flags.DEFINE_string(
+    'table', '', 'A preset: print its table of TABLE_ROWS instead of one plan.')
+
+# (FSDP size, tensor size, LoRA rank, compute dtype, remat) of each table
+# row; it uses FSDP x tensor devices. Batch 8 splits over FSDP only, so 16
+# devices are FSDP 8 x tensor 2.
+TABLE_ROWS = (
+    (8, 1, 0, 'float32', 'full'), (8, 1, 0, 'bfloat16', 'full'),
+    (8, 1, 0, 'bfloat16', 'save_dots'), (8, 1, 0, 'bfloat16', 'none'),
+    (8, 1, 16, 'float32', 'full'), (8, 1, 16, 'bfloat16', 'full'),
+    (4, 1, 0, 'bfloat16', 'full'), (4, 1, 16, 'bfloat16', 'full'),
+    (8, 2, 0, 'bfloat16', 'full'),
+)
+# TPU slices: (name, chips, HBM GiB per chip). A v4-8 or v5p-8 has 4 chips
+# (8 TensorCores), a v5litepod-8 (v5e-8) 8.
+SLICES = (('v5e-8', 8, 16.0), ('v4-8', 4, 32.0), ('v5p-8', 4, 95.0))
 
 
-def plan(config: ml_collections.ConfigDict) -> dict:
-  """Compiles the train step of `config` abstractly; returns the figures."""
+def plan(config: ml_collections.ConfigDict, devices: list[jax.Device] | None = None
+         ) -> dict:
+  """Compiles the train step of `config` abstractly over `devices` (default:
+  all); returns the figures."""
   tc = config.train
-  rt = runtime.abstract(config)
+  rt = runtime.abstract(config, devices)
   tr = runtime.trainer(config, rt)
   memory = tr.step.memory_analysis()
   per_device = {
@@ -70,9 +95,51 @@ def plan(config: ml_collections.ConfigDict) -> dict:
   }
 
 
+def table(config: ml_collections.ConfigDict, preset: str) -> list[str]:
+  """Markdown lines: the plan of each row of TABLE_ROWS that the devices
+  allow, then the suggested mesh per slice (module doc)."""
+  lines = [f'{preset}, scanned layers, f32 master weights, batch '
+           f'{config.train.batch_size} x {config.train.seq_len}:', '',
+           '| devices | mesh | mode | compute | remat | arguments / device | '
+           'temporaries / device | peak / device |', '|---|---|---|---|---|---:|---:|---:|']
+  peaks = {}
+  for fsdp, tensor, rank, dtype, remat in TABLE_ROWS:
+    devices = fsdp * tensor
+    if devices > jax.device_count():
+      continue
+    row = ml_collections.ConfigDict(config.to_dict())
+    row.model.update(preset=preset, dtype=dtype, remat=remat, scan_layers=True)
+    row.model.lora.rank = rank
+    row.mesh = (('data', 1), ('fsdp', fsdp), ('tensor', tensor))
+    m = plan(row, jax.devices()[:devices])['per_device']
+    mode = f'LoRA rank {rank}' if rank else 'full FT'
+    mesh = f'fsdp={fsdp}' + (f', tensor={tensor}' if tensor > 1 else '')
+    peaks[devices, mode, dtype, remat, mesh] = m['peak_gib']
+    lines.append(f'| {devices} | {mesh} | {mode} | {dtype} | {remat} | '
+                 f'{m["arguments_gib"]:.2f} GiB | {m["temporaries_gib"]:.2f} GiB '
+                 f'| {m["peak_gib"]:.2f} GiB |')
+    print(lines[-1], flush=True)  # Progress: big presets take minutes a row.
+  lines += ['', '| slice | chips x HBM | full FT | LoRA rank 16 |', '|---|---|---|---|']
+  for name, chips, hbm in SLICES:
+    cells = []
+    for lora in (False, True):
+      fits = sorted((peak, key) for key, peak in peaks.items()
+                    if key[0] == chips and key[1].startswith('LoRA') == lora and peak <= hbm)
+      if fits:
+        peak, (_, _, dtype, remat, mesh) = fits[0]
+        cells.append(f'{mesh}, {dtype}, remat {remat}: {peak:.2f} GiB')
+      else:
+        cells.append('does not fit (no planned row fits)')
+    lines.append(f'| {name} | {chips} x {hbm:.0f} GiB | {cells[0]} | {cells[1]} |')
+  return lines
+
+
 def main(argv: list[str]) -> None:
   del argv
   config = _CONFIG.value
+  if _TABLE.value:
+    print('\n'.join(['', *table(config, _TABLE.value)]))
+    return
   config_lib.validate(config, jax.device_count())
   result = plan(config)
   print(json.dumps(result, indent=2))

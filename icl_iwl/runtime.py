@@ -67,9 +67,9 @@ class Runtime:
   tok: tokenizer_lib.Tokenizer | None
 
 
-def _mesh_and_rules(config: ConfigDict, model: gemma.Transformer
+def _mesh_and_rules(config: ConfigDict, model: gemma.Transformer, devices=None
                     ) -> tuple[jax.sharding.Mesh, rules_lib.Rules]:
-  mesh = mesh_lib.make_mesh(config.mesh)
+  mesh = mesh_lib.make_mesh(config.mesh, devices)
   return mesh, rules_lib.fit(config.rules, model.config, mesh)
 
 
@@ -89,10 +89,11 @@ def load_host(config: ConfigDict) -> tuple[Runtime, Any]:
   return Runtime(config, mesh, rules, model, None, tok), params
 
 
-def abstract(config: ConfigDict) -> Runtime:
-  """The model and mesh of `config` without weights or tokenizer (to plan)."""
+def abstract(config: ConfigDict, devices: list[jax.Device] | None = None) -> Runtime:
+  """The model and mesh of `config` without weights or tokenizer (to plan),
+  over `devices` (default: all)."""
   model = build.model(config.model)
-  mesh, rules = _mesh_and_rules(config, model)
+  mesh, rules = _mesh_and_rules(config, model, devices)
   return Runtime(config, mesh, rules, model, None, None)
 
 

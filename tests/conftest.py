@@ -38,6 +38,7 @@ _FILE_TIER = {
     'test_loss.py': 'parity',
     'test_model.py': 'parity',
     'test_notebooks.py': 'e2e',
+    'test_scan.py': 'parity',
     'test_scoring.py': 'parity',
     'test_train.py': 'e2e',
 }

@@ -155,7 +155,7 @@ def test_remat_and_bf16():
   config, model, params = _tiny()
   tokens, positions = _inputs(2, 24)
   full, _ = _forward(model, params, tokens, positions)
-  remat = gemma.Transformer(config, remat=True)
+  remat = gemma.Transformer(config, remat='full')
   np.testing.assert_allclose(_forward(remat, params, tokens, positions)[0], full,
                              atol=1e-6, rtol=0)
   bf16 = gemma.Transformer(config, dtype=jnp.bfloat16)

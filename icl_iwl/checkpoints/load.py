@@ -13,8 +13,10 @@
 
 The checkpoint must have the architecture of `config.preset`; if not, a
 CheckpointError names every differing field with both values. The model is
-`build.model(config)`: the config's dtypes, remat and LoRA (a LoRA config
-puts fresh adapters on top of the loaded weights).
+`build.model(config)`: the config's dtypes, remat, layer layout and LoRA (a
+LoRA config puts fresh adapters on top of the loaded weights). Checkpoints
+hold either layout (per-layer or scanned, `model/scan.py`); the params come
+back in the model's.
 """
 
 import json
@@ -35,6 +37,7 @@ from icl_iwl.model import build
 from icl_iwl.model import gemma
 from icl_iwl.model import lora as lora_lib
 from icl_iwl.model import presets
+from icl_iwl.model import scan
 from icl_iwl.train import metrics as metrics_lib
 from icl_iwl.train import state as state_lib
 
@@ -53,7 +56,8 @@ def load(config: ml_collections.ConfigDict,
   if tok.vocab_size > preset.vocab_size:
     raise CheckpointError(f'The tokenizer has {tok.vocab_size} tokens but preset '
                           f'{preset.name!r} embeds only {preset.vocab_size}.')
-  return build.model(config), params, tok
+  model = build.model(config)
+  return model, scan.to_layout(params, model), tok
 
 
 def _params(spec: str, preset: presets.GemmaConfig) -> Any:
@@ -168,7 +172,9 @@ def _run_params(spec: str, preset: presets.GemmaConfig) -> Any:
   if 'checkpoint' not in run or 'model' not in run:
     raise CheckpointError(f'run:{workdir}: its config.json is not a training '
                           'config (no model or checkpoint section)')
-  model = build.model(run.model)
+  # The run's layout and adapters (a run's config may predate newer fields).
+  model = gemma.Transformer(presets.get(run.model.preset), lora=build.lora(run.model),
+                            scan_layers=run.model.get('scan_layers', False))
   source = f'run:{workdir}'
   params_lib.check_architecture(model.config, preset, source)
   directory = pathlib.Path(workdir).absolute() / 'checkpoints'
@@ -179,5 +185,6 @@ def _run_params(spec: str, preset: presets.GemmaConfig) -> Any:
   params = state_lib.merge(state['params'], state.get('frozen') or {})
   if model.lora is not None:
     params = jax.tree.map(np.asarray, lora_lib.merge(model, params))
+  params = scan.to_layout(params, model.clone(scan_layers=False))
   params_lib.check(params_lib.flatten(params), preset, f'{source}@{step}')
   return params

@@ -18,6 +18,8 @@ import orbax.checkpoint as ocp
 from orbax.checkpoint import checkpoint_managers
 
 from icl_iwl.checkpoints.params import CheckpointError
+from icl_iwl.model import presets
+from icl_iwl.model import scan
 
 
 class Checkpointer:
@@ -67,6 +69,7 @@ class Checkpointer:
     self._manager.wait_until_finished()
 
   def restore(self, abstract_state: Any, step: int | None = None,
+              config: presets.GemmaConfig | None = None,
               ) -> tuple[Any, dict] | None:
     """(state, data state) of `step`, or of the newest checkpoint that
     restores; None if there is none.
@@ -78,6 +81,8 @@ class Checkpointer:
     Args:
       abstract_state: ShapeDtypeStructs with shardings, the layout to load into.
       step: this checkpoint only (no fallback).
+      config: the model's architecture: with it, a checkpoint saved with the
+        other layer layout (scanned or not, `model.scan_layers`) is converted.
 
     Raises:
       CheckpointError: if the saved shapes do not match `abstract_state` (a
@@ -91,11 +96,17 @@ class Checkpointer:
         if not self._set_aside(s, e, fallback=step is None):
           raise
         continue
-      self._check_shapes(s, saved, abstract_state)
+      other_layout = config is not None and (
+          scan.is_stacked_flat(saved) != scan.is_stacked_flat(_by_name(abstract_state)))
+      if not other_layout:
+        self._check_shapes(s, saved, abstract_state)
       try:
-        restored = self._manager.restore(s, args=ocp.args.Composite(
-            state=ocp.args.StandardRestore(abstract_state),
-            data=ocp.args.JsonRestore()))
+        if other_layout:
+          restored = self._restore_other_layout(s, saved, abstract_state, config)
+        else:
+          restored = self._manager.restore(s, args=ocp.args.Composite(
+              state=ocp.args.StandardRestore(abstract_state),
+              data=ocp.args.JsonRestore()))
       except Exception as e:  # pylint: disable=broad-except  # Any corruption.
         if not self._set_aside(s, e, fallback=step is None):
           raise
@@ -107,6 +118,26 @@ class Checkpointer:
           f'No checkpoint in {self.directory} restores (each was renamed '
           '<step>.unreadable). Move them away to start over.')
     return None
+
+  def _restore_other_layout(self, step: int, saved: dict[str, Any],
+                            abstract_state: Any, config: presets.GemmaConfig
+                            ) -> dict[str, Any]:
+    """{'state', 'data'} of a checkpoint saved in the other layer layout:
+    read on the host, converted by leaf name, placed as `abstract_state`."""
+    flat = _by_name(self.load_numpy(step))
+    convert = scan.unstack_flat if scan.is_stacked_flat(saved) else scan.stack_flat
+    flat = convert(flat, config)
+    self._check_shapes(step, flat, abstract_state)
+    target = _by_name(abstract_state)
+    leaves = [jax.make_array_from_callback(
+        want.shape, want.sharding, lambda index, a=flat[name]: a[index])
+              for name, want in target.items()]
+    state = jax.tree_util.tree_unflatten(
+        jax.tree_util.tree_structure(abstract_state, is_leaf=lambda x: hasattr(x, 'shape')),
+        leaves)
+    data = self._manager.restore(step, args=ocp.args.Composite(
+        data=ocp.args.JsonRestore()))['data']
+    return {'state': state, 'data': data}
 
   def _set_aside(self, step: int, error: Exception, fallback: bool) -> bool:
     """Renames an unreadable checkpoint out of the manager's view."""

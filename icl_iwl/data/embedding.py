@@ -45,7 +45,7 @@ def model_embedder(model: gemma.Transformer, params: Any,
     batch_size: texts per forward pass (B).
     min_length: shortest padded length (T), a power of two.
   """
-  model = model.clone(lora=None, remat=False)
+  model = model.clone(lora=None, remat='none')
 
   @jax.jit
   def pooled(params, tokens_BT, segment_ids_BT):

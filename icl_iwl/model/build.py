@@ -27,8 +27,9 @@ def lora(config: ml_collections.ConfigDict) -> lora_lib.LoraConfig | None:
 
 def model(config: ml_collections.ConfigDict) -> gemma.Transformer:
   """The (untrained) module of `config.preset` in the config's dtypes, with its
-  LoRA and remat settings; `lora.trainable(model.lora)` says what trains."""
+  LoRA, remat and layer-scan settings; `lora.trainable(model.lora)` says what
+  trains."""
   return gemma.Transformer(
       presets.get(config.preset), dtype=dtype(config.dtype),
       param_dtype=dtype(config.param_dtype), remat=config.remat,
-      lora=lora(config))
+      lora=lora(config), scan_layers=config.scan_layers)

@@ -3,6 +3,11 @@
 Dimension letters: see `layers.py` (B, T, S, N, K, G, H, D, F, V, C); L layers,
 M memory batch (B, or 1 for a prefix shared by the batch).
 
+With `scan_layers`, the layers are stacked and run by `nn.scan` in groups of
+P layers, P the attention pattern's period (FSDP gathers one group's weights
+at a time); `scan.py` converts between the per-layer tree below and the
+stacked one.
+
 Param tree (identical to gemma checkpoints):
   embedder/input_embedding                       [V, D]
   layer_i/pre_attention_norm/scale               [D]
@@ -27,6 +32,7 @@ import jax.numpy as jnp
 
 from icl_iwl.model import cache as cache_lib
 from icl_iwl.model import layers
+from icl_iwl.model import lora as lora_lib
 from icl_iwl.model.presets import AttentionType, GemmaConfig
 
 Dtype = Any
@@ -226,9 +232,90 @@ class Block(nn.Module):
     return x_BTD, kv
 
 
+# Rematerialization policies of a block (`Transformer.remat`): what the
+# backward pass keeps from the forward pass instead of recomputing it.
+REMAT_POLICIES = {
+    'none': None,  # Keep everything (no remat).
+    'full': jax.checkpoint_policies.nothing_saveable,  # Keep block inputs only.
+    # Keep the weight matmuls' outputs, recompute the rest (MaxText 'minimal').
+    'save_dots': jax.checkpoint_policies.dots_with_no_batch_dims_saveable,
+}
+
+
+def _block_class(remat: str, scanned: bool) -> type[nn.Module]:
+  """`Block`, rematerialized by the policy named `remat`."""
+  if remat not in REMAT_POLICIES:
+    raise ValueError(f'Unknown remat {remat!r}; use one of {sorted(REMAT_POLICIES)}.')
+  if remat == 'none':
+    return Block
+  # Inside a scan, CSE cannot undo the remat: skip the barrier (as MaxText).
+  return nn.remat(Block, policy=REMAT_POLICIES[remat], prevent_cse=not scanned)
+
+
+class _Group(nn.Module):
+  """Consecutive blocks of the given attention types: the body of a layer scan.
+
+  Its params are those of blocks `layer_0` ... `layer_{P-1}` (P =
+  len(attn_types)); `nn.scan` stacks them over the groups.
+  """
+
+  config: GemmaConfig
+  attn_types: tuple[AttentionType, ...]
+  dtype: Dtype = jnp.float32
+  param_dtype: Dtype = jnp.float32
+  remat: str = 'none'
+  lora: layers.LoraConfig | None = None
+
+  @nn.compact
+  def __call__(self, x_BTD, positions_BT, mask_BTT, memory_kv, memory_slots):
+    """[B, T, D] -> ([B, T, D], {'k', 'v': [P, B, T, K, H]}).
+
+    memory_kv: per memory, {'k', 'v': [P, M, S, K, H]} of these layers (a
+      tuple, empty without memory);
+    memory_slots: per memory, {'positions', 'mask': [M, S]} (see `Attention`).
+    """
+    block = _block_class(self.remat, scanned=True)
+    ks, vs = [], []
+    for j, attn_type in enumerate(self.attn_types):
+      layer_memory = tuple(dict(slots, k=kv['k'][j], v=kv['v'][j])
+                           for kv, slots in zip(memory_kv, memory_slots)) or None
+      x_BTD, kv = block(self.config, attn_type, dtype=self.dtype,
+                        param_dtype=self.param_dtype, lora=self.lora,
+                        name=f'layer_{j}')(x_BTD, positions_BT, mask_BTT, layer_memory)
+      ks.append(kv['k'])
+      vs.append(kv['v'])
+    return x_BTD, {'k': jnp.stack(ks), 'v': jnp.stack(vs)}
+
+
+def scan_segments(attn_types: tuple[AttentionType, ...]
+                  ) -> tuple[tuple[int, int, int], ...]:
+  """How scanned layers are grouped: ((first layer, period P, groups), ...).
+
+  Each segment scans `groups` repetitions of its P-layer pattern; P is the
+  smallest period of the remaining layers' types, and the layers left over
+  (fewer than P) form the next segments. Gemma 3 4B's 34 layers (5 local : 1
+  global) are ((0, 6, 5), (30, 1, 4)); Gemma 2's alternating 26 are ((0, 2, 13),).
+  """
+  segments, start = [], 0
+  while start < len(attn_types):
+    rest = attn_types[start:]
+    period = next(p for p in range(1, len(rest) + 1)
+                  if all(rest[i] == rest[i - p] for i in range(p, len(rest))))
+    groups = len(rest) // period
+    segments.append((start, period, groups))
+    start += period * groups
+  return tuple(segments)
+
+
+def stack_name(segment: int) -> str:
+  """The param-tree name of scanned segment `segment` (see `scan_segments`)."""
+  return f'stack_{segment}'
+
+
 class Transformer(nn.Module):
   """Gemma decoder. Weights in `param_dtype`, compute in `dtype`; optional
-  LoRA adapters (`lora`) and rematerialization of each block (`remat`).
+  LoRA adapters (`lora`), rematerialization of each block (`remat`: a name in
+  `REMAT_POLICIES`) and layers stacked and scanned (`scan_layers`).
 
   Call it on tokens to get logits (or hidden states) and the keys/values of
   those tokens; pass the keys/values of earlier tokens back as `memory`
@@ -239,18 +326,23 @@ class Transformer(nn.Module):
   config: GemmaConfig
   dtype: Dtype = jnp.float32
   param_dtype: Dtype = jnp.float32
-  remat: bool = False
+  remat: str = 'none'
   lora: layers.LoraConfig | None = None
+  scan_layers: bool = False
 
   def setup(self):
     c = self.config
     dt = dict(dtype=self.dtype, param_dtype=self.param_dtype)
     self.embedder = layers.Embedder(c.vocab_size, c.embed_dim, **dt)
-    block = nn.remat(Block) if self.remat else Block
-    self.blocks = [
-        block(c, attn_type, name=f'layer_{i}', lora=self.lora, **dt)
-        for i, attn_type in enumerate(c.attention_types)
-    ]
+    if self.scan_layers:
+      self.stacks = [self._stack(k, *segment)
+                     for k, segment in enumerate(scan_segments(c.attention_types))]
+    else:
+      block = _block_class(self.remat, scanned=False)
+      self.blocks = [
+          block(c, attn_type, name=f'layer_{i}', lora=self.lora, **dt)
+          for i, attn_type in enumerate(c.attention_types)
+      ]
     self.final_norm = layers.RMSNorm(c.norm_eps, self.param_dtype)
 
   def __call__(
@@ -279,6 +371,9 @@ class Transformer(nn.Module):
     # keeps it): the blocks' matmuls read it cast, their outputs add in f32.
     x_BTD = _constrain(self.embedder.encode(tokens_BT).astype(jnp.float32),
                        ('batch', 'length', 'act_embed'))
+    if self.scan_layers:
+      x_BTD, kv = self._scanned(x_BTD, positions_BT, mask_BTT, memory)
+      return self._head(x_BTD, kv, return_hidden)
     ks, vs = [], []
     for i, block in enumerate(self.blocks):
       layer_memory = tuple(dict(m, k=m['k'][i], v=m['v'][i])
@@ -288,6 +383,39 @@ class Transformer(nn.Module):
       vs.append(kv['v'])
     x_BTD = self.final_norm(x_BTD)
     kv = {'k': jnp.stack(ks), 'v': jnp.stack(vs)}
+    if return_hidden:
+      return x_BTD, kv
+    return self.logits(x_BTD), kv
+
+  def _stack(self, index: int, start: int, period: int, groups: int) -> nn.Module:
+    """The scanned module of one segment: `groups` x `period` layers, params
+    stacked on a leading 'layers' axis (never sharded)."""
+    scanned = nn.scan(
+        _Group, variable_axes={'params': 0, lora_lib.MERGED: 0},
+        split_rngs={'params': True}, in_axes=(nn.broadcast, nn.broadcast, 0, nn.broadcast),
+        length=groups, metadata_params={nn.PARTITION_NAME: 'layers'})
+    return scanned(self.config, self.config.attention_types[start:start + period],
+                   dtype=self.dtype, param_dtype=self.param_dtype, remat=self.remat,
+                   lora=self.lora, name=stack_name(index))
+
+  def _scanned(self, x_BTD, positions_BT, mask_BTT, memory):
+    """The layers run by the stacks: ([B, T, D], {'k', 'v': [L, B, T, K, H]})."""
+    memories = cache_lib.as_tuple(memory)
+    slots = tuple({k: m[k] for k in ('positions', 'mask')} for m in memories)
+    ks, vs = [], []
+    for stack, (start, period, groups) in zip(
+        self.stacks, scan_segments(self.config.attention_types)):
+      # Each memory's [L, ...] -> this segment's [groups, period, ...].
+      memory_kv = tuple({k: m[k][start:start + period * groups].reshape(
+          groups, period, *m[k].shape[1:]) for k in ('k', 'v')} for m in memories)
+      x_BTD, kv = stack(x_BTD, positions_BT, mask_BTT, memory_kv, slots)
+      ks.append(kv['k'].reshape(-1, *kv['k'].shape[2:]))
+      vs.append(kv['v'].reshape(-1, *kv['v'].shape[2:]))
+    return x_BTD, {'k': jnp.concatenate(ks), 'v': jnp.concatenate(vs)}
+
+  def _head(self, x_BTD, kv, return_hidden):
+    """Final norm, then logits unless `return_hidden`."""
+    x_BTD = self.final_norm(x_BTD)
     if return_hidden:
       return x_BTD, kv
     return self.logits(x_BTD), kv

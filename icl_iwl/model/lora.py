@@ -18,7 +18,7 @@ import jax.numpy as jnp
 from icl_iwl.model import presets
 
 A_SUFFIX, B_SUFFIX = '_lora_a', '_lora_b'  # Param names: <weight name><suffix>.
-_MERGED = 'lora_merged'  # Collection where `with_lora` sows W + update.
+MERGED = 'lora_merged'  # Collection where `with_lora` sows W + update.
 
 
 @dataclasses.dataclass(frozen=True)
@@ -58,7 +58,7 @@ def with_lora(module: nn.Module, target: str, weight_name: str, w: jax.Array,
   order = ins + outs  # Axis k of `delta` is axis order[k] of w.
   delta = delta.reshape([w.shape[i] for i in order])
   merged = w + delta.transpose([order.index(j) for j in range(w.ndim)]).astype(w.dtype)
-  module.sow(_MERGED, weight_name, merged, init_fn=lambda: None,
+  module.sow(MERGED, weight_name, merged, init_fn=lambda: None,
              reduce_fn=lambda _, x: x)
   return merged
 
@@ -90,8 +90,8 @@ def merge(model: nn.Module, params: Any) -> Any:
   """
   tokens = jnp.zeros((1, 1), jnp.int32)
   _, sown = model.apply({'params': params}, tokens, tokens,
-                        jnp.ones((1, 1, 1), bool), mutable=[_MERGED])
+                        jnp.ones((1, 1, 1), bool), mutable=[MERGED])
   flat = traverse_util.flatten_dict(params, sep='/')
-  flat.update(traverse_util.flatten_dict(sown.get(_MERGED, {}), sep='/'))
+  flat.update(traverse_util.flatten_dict(sown.get(MERGED, {}), sep='/'))
   return traverse_util.unflatten_dict(
       {k: v for k, v in flat.items() if not is_adapter(k)}, sep='/')

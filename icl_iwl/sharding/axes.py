@@ -14,6 +14,7 @@ KV_HEADS = 'kv_heads'
 HEAD_DIM = 'head_dim'
 MLP = 'mlp'
 NORM = 'norm'
+LAYERS = 'layers'  # The stacked layers of a scanned model (never sharded).
 # Activation axes.
 BATCH = 'batch'
 LENGTH = 'length'
@@ -45,6 +46,7 @@ DEFAULT_RULES: Rules = (
     (HEAD_DIM, None),
     (MLP, TENSOR),
     (NORM, None),
+    (LAYERS, None),
     (ACT_EMBED, None),
     (ACT_HEADS, TENSOR),
     (ACT_MLP, TENSOR),

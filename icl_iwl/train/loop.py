@@ -143,7 +143,7 @@ def train(config: ml_collections.ConfigDict, workdir: pathlib.Path) -> dict[str,
                               config.checkpoint.best_metric, config.checkpoint.best_mode,
                               config.checkpoint.async_save)
   # 2. Restore, else start from the pretrained params.
-  restored = ckpt.restore(tr.abstract_state)
+  restored = ckpt.restore(tr.abstract_state, config=rt.model.config)
   if restored is None:
     state, start = tr.create_state(rt, base, config.seed), 0
   else:

@@ -1,0 +1,275 @@
+"""Scanned layers: the same model as the per-layer one, in every layout use.
+
+The per-layer `Transformer` is the reference (its logits match transformers,
+test_gemma3_270m.py); the scanned one must give the same logits, keys and
+values (with and without memory), gradients, LoRA adapters and merges, and
+checkpoints must load across the two layouts.
+"""
+
+import dataclasses
+import pathlib
+
+from flax import linen as nn
+from flax import traverse_util
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from icl_iwl import config_lib
+from icl_iwl.checkpoints import load
+from icl_iwl.checkpoints import manager
+from icl_iwl.model import build
+from icl_iwl.model import cache
+from icl_iwl.model import gemma
+from icl_iwl.model import lora
+from icl_iwl.model import presets
+from icl_iwl.model import scan
+from icl_iwl.sharding import mesh as mesh_lib
+from icl_iwl.sharding import rules as rules_lib
+from icl_iwl.train import optim
+from icl_iwl.train import state as state_lib
+from icl_iwl.train import step as step_lib
+
+_FINETUNE = pathlib.Path(__file__).resolve().parents[1] / 'configs' / 'finetune.py'
+_G, _L = presets.AttentionType.GLOBAL, presets.AttentionType.LOCAL
+
+
+def _family(name: str) -> presets.GemmaConfig:
+  """Tiny Gemma 1 / 2 / 3 architectures (small vocabulary, window 4)."""
+  tiny = dataclasses.replace(presets.get('tiny'), vocab_size=512, sliding_window=4)
+  if name == 'gemma1':  # All global, K == N (one qkv_einsum), no post norms.
+    return dataclasses.replace(
+        tiny, name=name, attention_types=(_G,) * 3, num_kv_heads=2, use_post_norms=False,
+        use_qk_norm=False, transpose_gating_einsum=False, sliding_window=None)
+  if name == 'gemma2':  # Local/global alternating, soft caps.
+    return dataclasses.replace(
+        tiny, name=name, attention_types=(_L, _G) * 2, use_qk_norm=False,
+        attn_logit_softcap=50.0, final_logit_softcap=30.0, transpose_gating_einsum=False)
+  # 5 local : 1 global, then a remainder of two local layers.
+  return dataclasses.replace(tiny, name=name, attention_types=((_L,) * 5 + (_G,)) + (_L,) * 2)
+
+
+_FAMILIES = ('gemma1', 'gemma2', 'gemma3')
+
+
+def _inputs(b: int = 2, t: int = 10, offset: int = 0):
+  tokens = jax.random.randint(jax.random.key(1), (b, t), 0, 512)
+  positions = jnp.broadcast_to(jnp.arange(t) + offset, (b, t))
+  segments = jnp.ones((b, t), jnp.int32).at[1, -3:].set(0)  # Some padding.
+  return tokens, positions, cache.causal_mask(segments)
+
+
+def test_segments_follow_the_attention_pattern():
+  segments = lambda name: gemma.scan_segments(presets.get(name).attention_types)  # noqa: E731
+  assert segments('gemma3_270m') == ((0, 6, 3),)
+  assert segments('gemma3_1b') == ((0, 6, 4), (24, 1, 2))
+  assert segments('gemma3_4b') == ((0, 6, 5), (30, 1, 4))
+  assert segments('gemma3_12b') == ((0, 6, 8),)
+  assert segments('gemma2_2b') == ((0, 2, 13),)
+  assert segments('gemma1_2b') == ((0, 1, 18),)
+  assert segments('tiny') == ((0, 2, 1),)
+
+
+@pytest.mark.parametrize('family', _FAMILIES)
+def test_stack_gives_the_scanned_models_tree_and_unstack_inverts_it(family):
+  config = _family(family)
+  per_layer = gemma.init_params(gemma.Transformer(config), jax.random.key(0))
+  stacked = scan.stack(per_layer, config)
+  abstract = nn.unbox(gemma.abstract_params(gemma.Transformer(config, scan_layers=True)))
+  shapes = lambda tree: {k: v.shape for k, v in traverse_util.flatten_dict(  # noqa: E731
+      tree, sep='/').items()}
+  assert shapes(stacked) == shapes(abstract)
+  if family == 'gemma3':  # Layer 7 is group 1 of the remainder segment.
+    np.testing.assert_array_equal(
+        stacked['stack_1']['layer_0']['mlp']['linear'][1], per_layer['layer_7']['mlp']['linear'])
+  round_trip = scan.unstack(stacked, config)
+  assert jax.tree.structure(round_trip) == jax.tree.structure(per_layer)
+  for x, y in zip(jax.tree.leaves(round_trip), jax.tree.leaves(per_layer)):
+    np.testing.assert_array_equal(x, y)
+
+
+@pytest.mark.parametrize('family, remat', [
+    ('gemma1', 'none'), ('gemma2', 'full'), ('gemma3', 'none'), ('gemma3', 'full'),
+    ('gemma3', 'save_dots')])
+def test_scanned_logits_and_kv_equal_the_per_layer_models(family, remat):
+  config = _family(family)
+  reference = gemma.Transformer(config)
+  scanned = gemma.Transformer(config, scan_layers=True, remat=remat)
+  params = gemma.init_params(reference, jax.random.key(0))
+  stacked = scan.stack(params, config)
+  tokens, positions, mask = _inputs()
+  want, want_kv = jax.jit(reference.apply)({'params': params}, tokens, positions, mask)
+  got, got_kv = jax.jit(scanned.apply)({'params': stacked}, tokens, positions, mask)
+  np.testing.assert_allclose(got, want, atol=1e-5, rtol=1e-5)
+  for k in ('k', 'v'):
+    assert got_kv[k].shape == (config.num_layers, 2, 10, config.num_kv_heads, config.head_dim)
+    np.testing.assert_allclose(got_kv[k], want_kv[k], atol=1e-5, rtol=1e-5)
+  # Continuations attending to a memory: per-row (M = B) and shared (M = 1).
+  memory = cache.from_kv(want_kv, positions, mask[:, -1])
+  shared = jax.tree.map(lambda x: x[:1] if x.ndim == 2 else x[:, :1], memory)
+  more, more_pos, more_mask = _inputs(offset=10)
+  for mem in (memory, shared):
+    want, _ = jax.jit(reference.apply)({'params': params}, more, more_pos, more_mask, mem)
+    got, _ = jax.jit(scanned.apply)({'params': stacked}, more, more_pos, more_mask, mem)
+    np.testing.assert_allclose(got, want, atol=1e-5, rtol=1e-5)
+
+
+def _loss(model, params):
+  tokens, positions, mask = _inputs()
+  logits, _ = model.apply({'params': params}, tokens, positions, mask)
+  return jnp.mean(jax.nn.log_softmax(logits)[..., 0] * jnp.arange(10.0)[None])
+
+
+@pytest.mark.parametrize('family', _FAMILIES)
+def test_scanned_gradients_equal_the_per_layer_models(family):
+  config = _family(family)
+  params = gemma.init_params(gemma.Transformer(config), jax.random.key(0))
+  want = jax.grad(_loss, argnums=1)(gemma.Transformer(config), params)
+  got = jax.grad(_loss, argnums=1)(
+      gemma.Transformer(config, scan_layers=True, remat='full'), scan.stack(params, config))
+  got = scan.unstack(got, config)
+  for (path, x), y in zip(jax.tree_util.tree_flatten_with_path(got)[0], jax.tree.leaves(want)):
+    np.testing.assert_allclose(x, y, atol=1e-5, rtol=1e-4, err_msg=jax.tree_util.keystr(path))
+
+
+def test_stacked_params_shard_like_their_layers_with_an_unsharded_layer_axis():
+  config = _family('gemma3')
+  mesh = mesh_lib.make_mesh((('data', 1), ('fsdp', 8), ('tensor', 1)))
+  rules = rules_lib.fit(config_lib.base('train').rules, config, mesh)
+  per_layer = rules_lib.param_shardings(gemma.Transformer(config), mesh, rules)
+  scanned = rules_lib.param_shardings(gemma.Transformer(config, scan_layers=True), mesh, rules)
+  q = scanned['stack_0']['layer_2']['attn']['q_einsum']['w'].spec
+  assert tuple(q) == (None, *per_layer['layer_2']['attn']['q_einsum']['w'].spec)
+  assert 'fsdp' in tuple(q)
+
+
+def _lora_models(config):
+  adapters = lora.LoraConfig(rank=4, alpha=8.0)
+  return (gemma.Transformer(config, lora=adapters),
+          gemma.Transformer(config, lora=adapters, scan_layers=True, remat='full'))
+
+
+def _with_nonzero_adapters(params):
+  flat = traverse_util.flatten_dict(params, sep='/')
+  for i, key in enumerate(sorted(flat)):
+    if lora.is_adapter(key):
+      flat[key] = jax.random.normal(jax.random.key(i), flat[key].shape) * 0.1
+  return traverse_util.unflatten_dict(flat, sep='/')
+
+
+def test_lora_on_scanned_layers_trains_only_adapters_and_merges_the_same():
+  config = _family('gemma3')
+  plain, scanned = _lora_models(config)
+  params = _with_nonzero_adapters(gemma.init_params(plain, jax.random.key(0)))
+  stacked = scan.stack(params, config)
+  trained, frozen = state_lib.split(stacked, lora.trainable(scanned.lora))
+  names = list(traverse_util.flatten_dict(trained, sep='/'))
+  assert names and all(lora.is_adapter(n) for n in names)
+  # Per segment and layer of its group: q, kv, attn_vec, gating, linear x 2.
+  assert len(names) == 2 * 5 * (6 + 1)
+  grads = jax.grad(lambda t: _loss(scanned, state_lib.merge(t, frozen)))(trained)
+  want = jax.grad(lambda t: _loss(plain, state_lib.merge(t, state_lib.split(
+      params, lora.trainable(plain.lora))[1])))(
+          state_lib.split(params, lora.trainable(plain.lora))[0])
+  got = scan.unstack(grads, config)
+  assert jax.tree.structure(got) == jax.tree.structure(want)
+  for x, y in zip(jax.tree.leaves(got), jax.tree.leaves(want)):
+    np.testing.assert_allclose(x, y, atol=1e-5, rtol=1e-4)
+  merged = scan.unstack(lora.merge(scanned, stacked), config)
+  want_merged = lora.merge(plain, params)
+  assert jax.tree.structure(merged) == jax.tree.structure(want_merged)
+  for x, y in zip(jax.tree.leaves(merged), jax.tree.leaves(want_merged)):
+    np.testing.assert_allclose(x, y, atol=1e-6, rtol=1e-6)
+
+
+def _state(model, seed):
+  """A train state with every param and moment away from its init."""
+  mesh = mesh_lib.make_mesh((('data', 1), ('fsdp', 8), ('tensor', 1)))
+  rules = rules_lib.fit(config_lib.base('train').rules, model.config, mesh)
+  optimizer = optim.optimizer(config_lib.train())
+  state = state_lib.create(model, optimizer, lora.trainable(None), None, mesh, rules, seed)
+  leaves, tree = jax.tree.flatten(state)
+  keys = jax.random.split(jax.random.key(seed), len(leaves))
+  moved = [x + jax.random.normal(k, x.shape, x.dtype) if x.ndim else x
+           for x, k in zip(leaves, keys)]
+  abstract = state_lib.sharded_abstract(model, optimizer, lora.trainable(None), mesh, rules)
+  return jax.tree.unflatten(tree, moved), abstract
+
+
+@pytest.mark.parametrize('save_scanned', [False, True])
+def test_an_orbax_checkpoint_of_either_layout_restores_into_either(tmp_path, save_scanned):
+  config = _family('gemma3')
+  models = {s: gemma.Transformer(config, scan_layers=s) for s in (False, True)}
+  saved, _ = _state(models[save_scanned], seed=3)
+  ckpt = manager.Checkpointer(tmp_path, async_save=False)
+  ckpt.save(1, saved, {'next': 7})
+  flat_saved = manager._by_name(jax.tree.map(np.asarray, saved))  # pylint: disable=protected-access
+  for load_scanned in (False, True):
+    _, abstract = _state(models[load_scanned], seed=0)
+    state, data = ckpt.restore(abstract, config=config)
+    assert data == {'next': 7}
+    got = manager._by_name(state)  # pylint: disable=protected-access
+    if load_scanned != save_scanned:
+      convert = scan.stack_flat if load_scanned else scan.unstack_flat
+      want = convert(flat_saved, config)
+    else:
+      want = flat_saved
+    assert sorted(got) == sorted(want)
+    assert any('opt_state' in name and 'layer_7' in name for name in manager._by_name(  # pylint: disable=protected-access
+        _state(models[False], 0)[1]))
+    for name, leaf in got.items():
+      assert leaf.sharding == manager._by_name(abstract)[name].sharding, name  # pylint: disable=protected-access
+      np.testing.assert_array_equal(np.asarray(leaf), want[name], err_msg=name)
+  ckpt.close()
+
+
+def _temporaries(config, devices: int, remat: str) -> float:
+  """Per-device temporary bytes of the compiled full fine-tuning step, FSDP
+  over `devices` devices, batch 8 x 64."""
+  model = gemma.Transformer(config, scan_layers=True, remat=remat)
+  mesh = mesh_lib.make_mesh((('data', 1), ('fsdp', devices), ('tensor', 1)),
+                            jax.devices()[:devices])
+  rules = rules_lib.fit(config_lib.base('train').rules, config, mesh)
+  step = step_lib.compile_step(model, optim.optimizer(config_lib.train()),
+                               lora.trainable(None), mesh, rules, 8, 64)
+  return step.memory_analysis().temp_size_in_bytes
+
+
+@pytest.mark.xfail(reason='Open (issue 23): on this small preset the per-device '
+                   'temporaries of the scanned step barely fall from FSDP 4 to 8; '
+                   'what holds them is not yet found.', strict=False)
+def test_per_device_temporaries_fall_as_fsdp_grows_and_with_remat():
+  config = dataclasses.replace(_family('gemma3'), embed_dim=256, hidden_dim=1024,
+                               num_heads=4, num_kv_heads=2)
+  four, eight = _temporaries(config, 4, 'full'), _temporaries(config, 8, 'full')
+  assert eight < 0.75 * four, (four, eight)
+  assert _temporaries(config, 8, 'none') > eight
+
+
+def test_a_scanned_runs_weights_load_into_either_layout(tmp_path):
+  """'run:WORKDIR' of a run trained with scanned layers, as test_load_run.py
+  writes one: its weights load per layer (gemma names) and scanned."""
+  config = config_lib.load_file(f'{_FINETUNE}:reversals,tiny')
+  config.model.scan_layers = True
+  workdir = tmp_path / 'run'
+  workdir.mkdir()
+  (workdir / 'config.json').write_text(config.to_json_best_effort(indent=2) + '\n')
+  model = build.model(config.model)
+  mesh = mesh_lib.make_mesh(config.mesh, jax.devices()[:1])
+  rules = rules_lib.fit(config.rules, model.config, mesh)
+  state = state_lib.create(model, optim.optimizer(config.train), lora.trainable(None),
+                           None, mesh, rules, seed=5)
+  ckpt = manager.Checkpointer(workdir / 'checkpoints', async_save=False)
+  ckpt.save(1, state, {'next': 1})
+  ckpt.close()
+  want = scan.unstack(jax.tree.map(np.asarray, state.params), model.config)
+  for scan_layers in (False, True):
+    model_config = config_lib.model('tiny', f'run:{workdir}')
+    model_config.scan_layers = scan_layers
+    loaded, params, _ = load.load(model_config)
+    assert loaded.scan_layers == scan_layers == scan.is_stacked(params)
+    got = scan.unstack(params, model.config) if scan_layers else params
+    assert jax.tree.structure(got) == jax.tree.structure(want)
+    for x, y in zip(jax.tree.leaves(got), jax.tree.leaves(want)):
+      np.testing.assert_array_equal(x, y)
