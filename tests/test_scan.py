@@ -105,11 +105,12 @@ def test_scanned_logits_and_kv_equal_the_per_layer_models(family, remat):
   for k in ('k', 'v'):
     assert got_kv[k].shape == (config.num_layers, 2, 10, config.num_kv_heads, config.head_dim)
     np.testing.assert_allclose(got_kv[k], want_kv[k], atol=1e-5, rtol=1e-5)
-  # Continuations attending to a memory: per-row (M = B) and shared (M = 1).
+  # Continuations attending to a memory: per-row (M = B), shared (M = 1), and
+  # both in sequence (the decoder's shared prefix, then its own cache).
   memory = cache.from_kv(want_kv, positions, mask[:, -1])
   shared = jax.tree.map(lambda x: x[:1] if x.ndim == 2 else x[:, :1], memory)
   more, more_pos, more_mask = _inputs(offset=10)
-  for mem in (memory, shared):
+  for mem in (memory, shared, (shared, memory)):
     want, _ = jax.jit(reference.apply)({'params': params}, more, more_pos, more_mask, mem)
     got, _ = jax.jit(scanned.apply)({'params': stacked}, more, more_pos, more_mask, mem)
     np.testing.assert_allclose(got, want, atol=1e-5, rtol=1e-5)
