@@ -22,11 +22,11 @@ the numbers are comparable. Then (see `plan`):
     (a fixed few-shot prefix, a long task description) share one key/value
     memory of that prefix, encoded once (`Scorer.score_tokens`).
 
-`loglikelihood_rolling` scores log p(text | BOS) in windows of at most
-`max_length` predicted tokens, each conditioned on the token before it
-(lm-eval's `get_rolling_token_windows` with context_len=1); lm-eval's HF
-backend also scores a BOS token in front of the text, so its totals differ
-from ours by log p(BOS | BOS).
+`loglikelihood_rolling` scores log p(text | BOS) in lm-eval's rolling windows
+(`get_rolling_token_windows`, context_len=1): each window predicts at most
+`max_length` tokens after as many earlier tokens as fit beside them in
+`max_length` + 1. lm-eval's HF backend also scores a BOS token in front of
+the text, so its totals differ from ours by log p(BOS | BOS).
 """
 
 import collections
@@ -84,7 +84,7 @@ def plan(contexts: Sequence[Ids], min_shared: int, fits: Sequence[bool]
   Args:
     contexts: distinct token id sequences, none empty.
     min_shared: the least common prefix worth a memory.
-    fits: per context, whether context and choices fit one row.
+    fits: per context, whether it and its longest choice fit one row.
 
   Returns:
     The groups; every context index is in exactly one.
@@ -107,6 +107,18 @@ def plan(contexts: Sequence[Ids], min_shared: int, fits: Sequence[bool]
     else:
       groups.append(Group(min(common, shortest - 1), items))
   return groups
+
+
+def _split_choices(choices: list[Ids], room: int) -> list[list[Ids]]:
+  """`choices` in consecutive runs of at most `room` tokens in all (a longer
+  choice alone)."""
+  parts, used = [[]], 0
+  for c in choices:
+    if parts[-1] and used + len(c) > room:
+      parts, used = parts + [[]], 0
+    parts[-1].append(c)
+    used += len(c)
+  return parts
 
 
 @lm_registry.register_model(NAME)
@@ -180,19 +192,29 @@ class IclIwlLM(lm_model.TemplateLM):
                                                    len(choices[item]))))
     keys = list(contexts)
     limit = max(self.scorer.config.buckets)
-    fits = [len(c) + sum(map(len, choices[i])) <= limit for i, c in enumerate(keys)]
-    groups = [
-        (keys[g.items[0]][:g.shared],
-         [packing.Encoded(i, keys[i][g.shared:], tuple(choices[i])) for i in g.items])
-        for g in plan(keys, self.min_shared, fits)]
-    logprob, greedy = self.scorer.score_tokens(groups, len(keys),
-                                               progress=not disable_tqdm)
+    fits = [len(c) + max(map(len, choices[i])) <= limit for i, c in enumerate(keys)]
+    # An item's choices are split over several scored items if they do not
+    # fit one row together.
+    groups, scored, num_scored = [], {}, 0  # (item, choice) -> (scored, choice).
+    for g in plan(keys, self.min_shared, fits):
+      encoded = []
+      for i in g.items:
+        prompt = keys[i][g.shared:]
+        for part in _split_choices(list(choices[i]), limit - len(prompt)):
+          for j, continuation in enumerate(part):
+            scored[i, choices[i][continuation]] = (num_scored, j)
+          encoded.append(packing.Encoded(num_scored, prompt, tuple(part)))
+          num_scored += 1
+      groups.append((keys[g.items[0]][:g.shared], encoded))
+    logprob, greedy = self.scorer.score_tokens(
+        groups, num_scored, progress=not disable_tqdm)
     out = []
     for at in where:
       if at is None:
         out.append((0.0, True))
       else:
-        out.append((float(logprob[at[0]][at[1]]), bool(greedy[at[0]][at[1]])))
+        k, j = scored[at]
+        out.append((float(logprob[k][j]), bool(greedy[k][j])))
     for (key, _, _), result in zip(requests, out):
       if key is not None:  # None: a rolling window.
         self.cache_hook.add_partial('loglikelihood', key, result)

@@ -21,6 +21,7 @@ from icl_iwl.eval.packing import Item  # noqa: E402
 from icl_iwl.model import cache  # noqa: E402
 from icl_iwl.model import gemma  # noqa: E402
 from icl_iwl.model import presets  # noqa: E402
+from lm_eval import utils as lm_utils  # noqa: E402
 from lm_eval.api.instance import Instance  # noqa: E402
 
 _FEWSHOT = ''.join(f'Q: Is {w} a word? A: yes\n\n' for w in
@@ -124,13 +125,13 @@ def test_rolling_equals_the_reference_in_windows():
       disable_tqdm=True)
   for text, logprob in zip(texts, got):
     ids = tok.encode(text)
-    # Consecutive blocks of 63 tokens, each after the token before it (BOS first).
-    expected = sum(
-        _reference([tok.bos_id] if start == 0 else [ids[start - 1]],
-                   ids[start:start + 63])[0]
-        for start in range(0, len(ids), 63))
+    # lm-eval's windows of the text after BOS, each scored by a full forward.
+    windows = [lm_utils.make_disjoint_window(w) for w in lm_utils.get_rolling_token_windows(
+        ids, tok.bos_id, max_seq_len=63, context_len=1)]
+    assert sum(len(c) for _, c in windows) == len(ids)
+    expected = sum(_reference(list(c), list(p))[0] for c, p in windows)
     np.testing.assert_allclose(logprob, expected, atol=1e-3, rtol=0)
-  assert len(tok.encode(texts[0])) > 2 * 63  # Three windows.
+  assert len(tok.encode(texts[0])) > 2 * 63  # Three windows or more.
 
 
 def test_each_distinct_context_is_encoded_once():
