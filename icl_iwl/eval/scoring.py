@@ -4,6 +4,10 @@
     results = scorer.score([Item('The capital of France is', (' Paris', ' Rome'), 0)])
     results[0].logprob  # summed log-likelihood of each choice's tokens
 
+`Scorer.score_tokens` takes items as token ids with an explicit shared prefix
+instead (the lm-eval backend, icl_iwl/lm_eval.py), and also says whether each
+choice is the greedy continuation.
+
 Why it is fast:
   * items are packed as trees (prompt once, choices as branches; see
     `packing.py`) into rows of a few fixed lengths, so a whole evaluation
