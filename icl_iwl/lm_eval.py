@@ -134,7 +134,7 @@ class IclIwlLM(lm_model.TemplateLM):
 
   def __init__(self, checkpoint: str = 'embedded', dtype: str = 'float32',
                preset: str = 'gemma3_270m', rows_per_batch: int = 8,
-               min_shared: int = 64, *, scorer: scoring.Scorer | None = None,
+               min_shared: int = 32, *, scorer: scoring.Scorer | None = None,
                batch_size: Any = None, max_batch_size: Any = None,
                device: Any = None):
     super().__init__()

@@ -237,8 +237,10 @@ def test_real_270m_matches_lm_eval_s_hf_backend(tmp_path):
   from icl_iwl.eval import probes  # pylint: disable=g-import-not-at-top
 
   reversals = datasets.resolve('reversals', 'small')
-  items = probes.items(reversals.records('test_reversal', 12))
-  fewshot = probes.items(reversals.records('test_reversal')[12:15])
+  probe_items = [item for split in reversals.probe_splits()
+                 for item in probes.items(reversals.records(split))]
+  fewshot, items = probe_items[:3], probe_items[3:15]
+  assert len(items) == 12
   name = backend.write_task(tmp_path, 'icl_iwl_reversals', items, fewshot, 3)
   manager = TaskManager(include_path=str(tmp_path))
 
