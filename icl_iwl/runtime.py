@@ -4,6 +4,7 @@
     rt = load(config)                  # mesh, rules, model, params on the mesh, tokenizer
     tr = trainer(config, rt)           # optimizer, compiled step, shardings, FLOPs
     sc = scorer(config, rt)            # the jitted multiple-choice scorer
+    dec = decoder(config, rt)          # batched generation (icl_iwl/decode.py)
 
 Every job, `icl_iwl.plan` and the benchmarks assemble runs through these
 functions, so they cannot drift apart (`plan` compiles exactly the step that
@@ -96,6 +97,14 @@ def scorer(config: ConfigDict, rt: Runtime, params: Any = None) -> scoring.Score
   """The scorer of `config.scorer` for `rt`'s model (or other `params`)."""
   return scoring.Scorer(rt.model, rt.params if params is None else params, rt.tok,
                         scoring.ScorerConfig(**config.scorer), rt.mesh, rt.rules)
+
+
+def decoder(config: ConfigDict, rt: Runtime, params: Any = None, **kwargs: Any):
+  """The batched decoder (`decode.Decoder`, kwargs to it) for `rt`'s model
+  (or other `params`)."""
+  del config  # Decoding options are per call (`decode.Options`).
+  from icl_iwl import decode  # pylint: disable=g-import-not-at-top
+  return decode.Decoder(rt, params, **kwargs)
 
 
 @dataclasses.dataclass(frozen=True)

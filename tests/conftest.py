@@ -30,6 +30,7 @@ jax.config.update('jax_platforms', 'cpu')
 TIERS = ('unit', 'parity', 'e2e', 'real_model')
 _FILE_TIER = {
     'test_checkpoints.py': 'parity',
+    'test_decode.py': 'parity',
     'test_gemma3_270m.py': 'real_model',
     'test_jobs.py': 'e2e',
     'test_lm_eval.py': 'parity',

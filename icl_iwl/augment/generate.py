@@ -17,7 +17,8 @@ is anything with this interface:
     the remaining requests differently, and must end with the same dataset.
 
 `load(config)` is the only place that knows the real decoder
-(`icl_iwl/decode.py`); tests pass fakes (`Generator(generate=..., ...)`).
+(`icl_iwl/decode.py`, which keeps these rules); tests pass fakes
+(`Generator(generate=..., ...)`).
 """
 
 import dataclasses
@@ -80,23 +81,33 @@ def _tokenizer(model: ml_collections.ConfigDict):
 
 
 def load(config: ml_collections.ConfigDict) -> Generator:
-  """THE ADAPTER: `config.model` as a Generator (the real decoder goes here).
+  """THE ADAPTER: `config.model` as a Generator over `decode.Decoder`.
 
-  To do when `icl_iwl/decode.py` lands: load the runtime once
-  (`runtime.load(config)`) on the first call, then for each call encode
-  `requests[0].prefix` once and decode every prompt from it with
-  `options` (max_new_tokens, temperature, stop, per-request seeds).
+  The runtime (`runtime.load(config)`) is loaded on the first call; each call
+  encodes `requests[0].prefix` once and decodes every prompt from it, seeded
+  per request, `config.augment.batch_size` rows at a time.
   """
   tok = _tokenizer(config.model)
 
   @functools.cache
   def decoder():
-    raise NotImplementedError(
-        'Augmentation needs the batched decoder (icl_iwl/decode.py), which is '
-        'not wired in yet: adapt it in icl_iwl/augment/generate.py:load.')
+    # pylint: disable=g-import-not-at-top
+    from icl_iwl import runtime
+    return runtime.decoder(config, runtime.load(config),
+                           batch_size=config.augment.batch_size)
 
   def generate(requests: Sequence[Request], options: Options) -> list[str]:
-    return decoder()(requests, options)
+    from icl_iwl import decode  # pylint: disable=g-import-not-at-top
+    if not requests:
+      return []
+    prefix = requests[0].prefix
+    if any(r.prefix != prefix for r in requests):
+      raise ValueError('The requests of one call must share their prefix.')
+    return decoder().generate(
+        [r.prompt for r in requests],
+        decode.Options(max_new_tokens=options.max_new_tokens,
+                       temperature=options.temperature, stop=options.stop),
+        prefix=prefix, seeds=[r.seed for r in requests])
 
   return Generator(
       name=f'{config.model.preset}:{config.model.checkpoint}',

@@ -5,8 +5,12 @@ A cache (also the read-only `memory` a prefix leaves behind) is a dict:
   positions:  [M, S]           position of each slot
   mask:       [M, S]           which slots hold a real token
 M is the batch, or 1 for a prefix shared by the whole batch (never broadcast
-in memory: attention contracts it without a batch dimension).
+in memory: attention contracts it without a batch dimension). A model call
+may attend to several caches at once (`Memory`), e.g. a shared prefix and
+the rows' own caches when decoding after it.
 """
+
+from typing import Sequence
 
 import jax
 import jax.numpy as jnp
@@ -14,6 +18,17 @@ import jax.numpy as jnp
 from icl_iwl.model import presets
 
 Cache = dict[str, jax.Array]
+# What a forward pass attends to before its own tokens: one cache, several
+# (attended to as one, in order: e.g. a shared prefix, then each row's
+# cache), or none.
+Memory = Cache | Sequence[Cache] | None
+
+
+def as_tuple(memory: Memory) -> tuple[Cache, ...]:
+  """The caches of `memory`, in order."""
+  if memory is None:
+    return ()
+  return (memory,) if isinstance(memory, dict) else tuple(memory)
 
 
 def causal_mask(segment_ids_BT: jax.Array) -> jax.Array:

@@ -73,7 +73,7 @@ class Attention(nn.Module):
       x_BTD: jax.Array,
       positions_BT: jax.Array,
       mask_BTT: jax.Array,
-      memory: cache_lib.Cache | None,
+      memory: cache_lib.Memory,
   ) -> tuple[jax.Array, dict[str, jax.Array]]:
     """Attends from the T tokens to memory slots and to themselves.
 
@@ -81,8 +81,10 @@ class Attention(nn.Module):
       x_BTD: [B, T, D] normed inputs.
       positions_BT: [B, T] positions of the inputs.
       mask_BTT: [B, T, T] which inputs each input may attend to.
-      memory: this layer's {'k', 'v': [M, S, K, H], 'positions', 'mask': [M, S]}
-        or None. A slot is visible if it is real and its position <= the query's.
+      memory: this layer's {'k', 'v': [M, S, K, H], 'positions', 'mask': [M, S]},
+        a sequence of them (attended to as one, e.g. a shared batch-1 prefix
+        and a batch-B cache), or None. A slot is visible if it is real and
+        its position <= the query's.
 
     Returns:
       ([B, T, D] output, {'k', 'v': [B, T, K, H]} of the T tokens).
@@ -114,17 +116,17 @@ class Attention(nn.Module):
     logits = layers.einsum('BTKGH,BSKH->BTKGS', q_BTKGH, k_BTKH, self.dtype,
                            jnp.float32)
     mask_BTS, key_pos_BS = mask_BTT, positions_BT
-    if memory is not None:
-      mem_k, mem_v = memory['k'], memory['v']
+    memories = cache_lib.as_tuple(memory)
+    for mem in reversed(memories):  # Keys in order: memories, then the tokens.
       # [B, T, K, G, S]
-      mem_logits = self._memory_einsum('BTKGH,{}SKH->BTKGS', q_BTKGH, mem_k,
+      mem_logits = self._memory_einsum('BTKGH,{}SKH->BTKGS', q_BTKGH, mem['k'],
                                        jnp.float32)
       logits = jnp.concatenate([mem_logits, logits], axis=-1)
-      mem_pos_BS = jnp.broadcast_to(memory['positions'], (b, mem_k.shape[1]))
-      mem_mask_BTS = memory['mask'][:, None, :] & (
+      mem_pos_BS = jnp.broadcast_to(mem['positions'], (b, mem['k'].shape[1]))
+      mem_mask_BTS = mem['mask'][:, None, :] & (
           mem_pos_BS[:, None, :] <= positions_BT[:, :, None])
-      mask_BTS = jnp.concatenate([mem_mask_BTS, mask_BTT], axis=-1)
-      key_pos_BS = jnp.concatenate([mem_pos_BS, positions_BT], axis=-1)
+      mask_BTS = jnp.concatenate([mem_mask_BTS, mask_BTS], axis=-1)
+      key_pos_BS = jnp.concatenate([mem_pos_BS, key_pos_BS], axis=-1)
     if c.attn_logit_softcap is not None:
       logits = jnp.tanh(logits / c.attn_logit_softcap) * c.attn_logit_softcap
     if local:
@@ -133,14 +135,18 @@ class Attention(nn.Module):
     logits = jnp.where(mask_BTS[:, :, None, None, :], logits, K_MASK)
     probs = jax.nn.softmax(logits, axis=-1).astype(self.dtype)
 
-    if memory is None:
+    if not memories:
       enc_BTKGH = layers.einsum('BTKGS,BSKH->BTKGH', probs, v_BTKH, self.dtype)
     else:
-      s = mem_v.shape[1]
+      s = sum(mem['v'].shape[1] for mem in memories)
       enc_BTKGH = layers.einsum(
           'BTKGS,BSKH->BTKGH', probs[..., s:], v_BTKH, self.dtype, jnp.float32)
-      enc_BTKGH += self._memory_einsum(
-          'BTKGS,{}SKH->BTKGH', probs[..., :s], mem_v, jnp.float32)
+      start = 0
+      for mem in memories:
+        end = start + mem['v'].shape[1]
+        enc_BTKGH += self._memory_einsum(
+            'BTKGS,{}SKH->BTKGH', probs[..., start:end], mem['v'], jnp.float32)
+        start = end
       enc_BTKGH = enc_BTKGH.astype(self.dtype)
     out_BTD = self.attn_vec_einsum('BTNH,NHD->BTD', enc_BTKGH.reshape(b, t, n, h))
     return out_BTD, {'k': k_BTKH, 'v': v_BTKH}
@@ -252,7 +258,7 @@ class Transformer(nn.Module):
       tokens_BT: jax.Array,
       positions_BT: jax.Array,
       mask_BTT: jax.Array,
-      memory: cache_lib.Cache | None = None,
+      memory: cache_lib.Memory = None,
       return_hidden: bool = False,
   ) -> tuple[jax.Array, cache_lib.Cache]:
     """Runs the model.
@@ -261,7 +267,8 @@ class Transformer(nn.Module):
       tokens_BT: [B, T] token ids.
       positions_BT: [B, T] positions (restart at 0 in each packed segment).
       mask_BTT: [B, T, T] bool, e.g. `cache.causal_mask(segment_ids)`.
-      memory: keys/values of earlier tokens, a `cache.Cache` of batch B or 1.
+      memory: keys/values of earlier tokens, a `cache.Cache` of batch B or 1,
+        or a sequence of them (earlier tokens first).
       return_hidden: return final-normed hidden states instead of logits.
 
     Returns:
@@ -271,9 +278,8 @@ class Transformer(nn.Module):
                        ('batch', 'length', 'act_embed'))
     ks, vs = [], []
     for i, block in enumerate(self.blocks):
-      layer_memory = None
-      if memory is not None:
-        layer_memory = dict(memory, k=memory['k'][i], v=memory['v'][i])
+      layer_memory = tuple(dict(m, k=m['k'][i], v=m['v'][i])
+                           for m in cache_lib.as_tuple(memory))
       x_BTD, kv = block(x_BTD, positions_BT, mask_BTT, layer_memory)
       ks.append(kv['k'])
       vs.append(kv['v'])

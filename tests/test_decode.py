@@ -1,0 +1,271 @@
+"""The batched decoder against step-by-step argmax over full forward passes,
+and (real_model) against transformers' greedy `generate`."""
+
+import copy
+import dataclasses
+import functools
+import gc
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from icl_iwl import decode
+from icl_iwl import runtime
+from icl_iwl.data import tokenizer
+from icl_iwl.model import cache
+from icl_iwl.model import gemma
+from icl_iwl.model import presets
+from icl_iwl.sharding import mesh as mesh_lib
+from icl_iwl.sharding import rules as rules_lib
+
+_L, _G = presets.AttentionType.LOCAL, presets.AttentionType.GLOBAL
+# Tiny variants of the three generations (sliding window 16 where local).
+_VARIANTS = {
+    'gemma3': {},
+    'gemma2': dict(attn_logit_softcap=5.0, final_logit_softcap=3.0,
+                   use_qk_norm=False, transpose_gating_einsum=False),
+    'gemma1': dict(attention_types=(_G, _G), num_kv_heads=2,
+                   use_post_norms=False, use_qk_norm=False),
+}
+_PREFIX = ('Femp are more dangerous than glon. Troff are bigger than yomp. '
+           'Glon are smaller than femp.\n')
+_PROMPTS = (
+    'The capital of France is',
+    '',  # Continues the prefix (or BOS) itself.
+    'A much longer prompt, longer than the sliding window of sixteen tokens '
+    'and than one prefill chunk, so that it is prefilled in several chunks',
+    '2 + 2 =',
+    'glon are',
+)
+_REFERENCE_LENGTH = 128  # Reference inputs are right-padded to this (causal).
+
+
+@functools.cache
+def _runtime(variant: str = 'gemma3') -> runtime.Runtime:
+  config = dataclasses.replace(presets.get('tiny'), **_VARIANTS[variant])
+  model = gemma.Transformer(config)
+
+  @jax.jit
+  def init():
+    # Random weights of scale 1 and small embeddings: the blocks outweigh a
+    # token's own embedding, so greedy continuations do not repeat one token.
+    params = gemma.init_params(model, jax.random.key(0))
+    leaves, tree = jax.tree.flatten(params)
+    keys = jax.random.split(jax.random.key(1), len(leaves))
+    params = jax.tree.unflatten(tree, [
+        x + jax.random.normal(k, x.shape) for k, x in zip(keys, leaves)])
+    embedder = params['embedder']
+    return dict(params, embedder=dict(
+        embedder, input_embedding=0.02 * embedder['input_embedding']))
+
+  params = init()
+  mesh = mesh_lib.make_mesh(mesh_lib.DEFAULT_MESH)  # 8 rows over 8 devices.
+  return runtime.Runtime(None, mesh, rules_lib.DEFAULT_RULES, model, params,
+                         tokenizer.load_default())
+
+
+@functools.cache
+def _decoder(variant: str = 'gemma3', **kwargs) -> decode.Decoder:
+  return decode.Decoder(_runtime(variant), prefill_chunk=16, **kwargs)
+
+
+@functools.cache
+def _forward(model: gemma.Transformer):
+  return jax.jit(lambda params, ids: model.apply(
+      {'params': params}, ids, jnp.arange(ids.shape[1])[None],
+      cache.causal_mask(jnp.ones_like(ids)))[0][0])
+
+
+def _greedy_by_hand(rt: runtime.Runtime, prompt: str, prefix: str,
+                    n: int) -> list[int]:
+  """Greedy by hand: a full forward over BOS + prefix + prompt + the tokens
+  so far for every new token, argmax at the last position."""
+  ids = rt.tok.encode(prefix, add_bos=True) + rt.tok.encode(prompt)
+  new = []
+  for _ in range(n):
+    padded = np.zeros((1, _REFERENCE_LENGTH), np.int32)
+    padded[0, :len(ids)] = ids
+    logits = _forward(rt.model)(rt.params, padded)
+    new.append(int(np.argmax(logits[len(ids) - 1])))
+    ids = ids + new[-1:]
+  return new
+
+
+def _text(tok, ids: list[int]) -> str:
+  if tok.eos_id in ids:
+    ids = ids[:ids.index(tok.eos_id)]
+  return tok.decode(ids)
+
+
+@pytest.mark.parametrize('variant, prefix', [
+    ('gemma3', ''), ('gemma3', _PREFIX), ('gemma2', _PREFIX), ('gemma1', _PREFIX),
+], ids=['gemma3', 'gemma3_prefix', 'gemma2_prefix', 'gemma1_prefix'])
+def test_greedy_equals_step_by_step_argmax_over_full_forward_passes(variant, prefix):
+  n = 12
+  decoder = _decoder(variant)
+  tok = decoder.tok
+  got = decoder.generate(_PROMPTS, decode.Options(max_new_tokens=n), prefix=prefix)
+  assert len(tok.encode(_PROMPTS[2])) > decoder.prefill_chunk  # Two chunks.
+  for prompt, completion in zip(_PROMPTS, got):
+    want = _greedy_by_hand(_runtime(variant), prompt, prefix, n)
+    assert len(set(want)) > 2, want  # A continuation worth comparing.
+    assert completion == _text(tok, want), prompt
+
+
+def test_a_request_samples_the_same_whatever_its_batch_and_position():
+  options = decode.Options(max_new_tokens=10, temperature=1.0)
+  prompts = ['The capital of France is', '2 + 2 =', 'glon are', 'Hello']
+  alone = [_decoder().generate([p], options, prefix=_PREFIX, seeds=[s])[0]
+           for p, s in zip(prompts, (5, 6, 7, 8))]
+  # Another order, more requests, a smaller batch: other rows, other shapes.
+  mixed = _decoder(batch_size=2).generate(
+      ['x ' * 30] + prompts[::-1] + ['Other'], options, prefix=_PREFIX,
+      seeds=[1, 8, 7, 6, 5, 2])
+  assert mixed[1:5] == alone[::-1]
+  again = _decoder().generate(prompts, options, prefix=_PREFIX, seeds=(5, 6, 7, 8))
+  assert again == alone
+  other_seeds = _decoder().generate(prompts, options, prefix=_PREFIX,
+                                    seeds=(15, 16, 17, 18))
+  assert other_seeds != alone
+  greedy = _decoder().generate(prompts, decode.Options(max_new_tokens=10),
+                               prefix=_PREFIX)
+  assert alone != greedy
+
+
+def test_top_k_1_is_greedy_and_top_p_keeps_only_the_nucleus():
+  decoder = _decoder()
+  greedy = decoder.generate(_PROMPTS, decode.Options(max_new_tokens=8))
+  top1 = decoder.generate(_PROMPTS, decode.Options(
+      max_new_tokens=8, temperature=2.0, top_k=1), seeds=range(5))
+  assert top1 == greedy
+  # A nucleus that the most likely token alone fills is greedy too.
+  tiny_p = decoder.generate(_PROMPTS, decode.Options(
+      max_new_tokens=8, temperature=2.0, top_p=1e-6), seeds=range(5))
+  assert tiny_p == greedy
+
+
+def test_sample_filters_against_a_direct_computation():
+  logits = jnp.log(jnp.array([[0.5, 0.3, 0.15, 0.05], [0.1, 0.2, 0.3, 0.4]]))
+  seeds = jnp.array([3, 4], jnp.uint32)
+
+  def counts(options):
+    draws = jax.vmap(lambda step: decode.sample(logits, seeds, step, options))(
+        jnp.arange(4000))
+    return np.stack([np.bincount(draws[:, b], minlength=4) for b in range(2)]) / 4000
+
+  # top_p 0.7: row 0 keeps {0.5, 0.3} (0.5 < 0.7 before the 2nd), row 1
+  # keeps {0.4, 0.3}; renormalized.
+  np.testing.assert_allclose(counts(decode.Options(temperature=1.0, top_p=0.7)),
+                             [[5 / 8, 3 / 8, 0, 0], [0, 0, 3 / 7, 4 / 7]], atol=0.03)
+  np.testing.assert_allclose(counts(decode.Options(temperature=1.0, top_k=3)),
+                             [[0.5 / .95, 0.3 / .95, 0.15 / .95, 0],
+                              [0, 0.2 / .9, 0.3 / .9, 0.4 / .9]], atol=0.03)
+  hot = np.exp(np.log([0.5, 0.3, 0.15, 0.05]) / 2)
+  np.testing.assert_allclose(counts(decode.Options(temperature=2.0))[0],
+                             hot / hot.sum(), atol=0.03)
+
+
+def test_stop_strings_cut_before_their_first_occurrence():
+  decoder = _decoder()
+  full = decoder.generate(_PROMPTS, decode.Options(max_new_tokens=12))
+  text = full[0]
+  # A stop inside one token's text, and one spanning a token boundary.
+  ids = decoder.tok.encode(text)
+  inside = decoder.tok.decode(ids[3:4])[1:]
+  spanning = decoder.tok.decode(ids[4:6])[1:-1]
+  for stop in (inside, spanning):
+    assert stop
+    got = decoder.generate(_PROMPTS[:1], decode.Options(max_new_tokens=12,
+                                                        stop=('@@', stop)))
+    assert got == [text[:text.find(stop)]]
+  got = decoder.generate(_PROMPTS, decode.Options(max_new_tokens=12,
+                                                  stop=(inside, spanning)))
+  for whole, cut in zip(full, got):
+    ends = [whole.find(s) for s in (inside, spanning) if s in whole]
+    assert cut == (whole[:min(ends)] if ends else whole)
+
+
+def test_generation_stops_at_eos_and_after_max_new_tokens():
+  rt = _runtime()
+  want = _greedy_by_hand(rt, _PROMPTS[0], '', 12)
+  assert want[3] not in want[:3]
+  # The same tokenizer with the 4th greedy token as its EOS.
+  tok = copy.copy(rt.tok)
+  tok._special_ids = dict(tok._special_ids, eos=want[3])  # pylint: disable=protected-access
+  decoder = decode.Decoder(dataclasses.replace(rt, tok=tok))
+  got = decoder.generate(_PROMPTS[:1], decode.Options(max_new_tokens=12))
+  assert got == [tok.decode(want[:3])]
+  short = _decoder().generate(_PROMPTS[:1], decode.Options(max_new_tokens=5))
+  assert short == [rt.tok.decode(want[:5])]
+
+
+def test_prompt_lengths_of_one_bucket_share_a_compilation():
+  decoder = _decoder()
+  options = decode.Options(max_new_tokens=4)
+  decoder.generate(['one two three'], options)
+  compiled = decoder.num_compiled
+  decoder.generate(['one two three four five', 'six'], options)
+  assert decoder.num_compiled == compiled
+  assert decode.bucket(5, 512) == 8 and decode.bucket(9, 16) == 16
+  assert decode.bucket(17, 16) == 32 and decode.bucket(600, 512) == 1024
+
+
+# The real Gemma 3 270M against transformers -----------------------------------
+
+_REAL_PROMPTS = (
+    'The capital of France is',
+    'def fibonacci(n):\n    """Return the first n Fibonacci numbers."""\n',
+    'Femp are more dangerous than glon. Glon are less dangerous than',
+    'Once upon a time, in a small village by the sea, there lived',
+)
+
+
+@pytest.mark.real_model
+def test_greedy_equals_transformers_generate_on_the_real_270m():
+  torch = pytest.importorskip('torch')
+  transformers = pytest.importorskip('transformers')
+  from icl_iwl import paths  # pylint: disable=g-import-not-at-top
+  from icl_iwl.checkpoints import gguf  # pylint: disable=g-import-not-at-top
+
+  n = 24
+  path = paths.embedded_gguf()
+  tok = tokenizer.load_default()
+  reference = transformers.AutoModelForCausalLM.from_pretrained(
+      str(path.parent), gguf_file=path.name, dtype=torch.float32).eval()
+  want = []
+  with torch.inference_mode():
+    for prompt in _REAL_PROMPTS:
+      ids = torch.tensor([tok.encode(prompt, add_bos=True)])
+      out = reference.generate(ids, attention_mask=torch.ones_like(ids),
+                               max_new_tokens=n, do_sample=False,
+                               eos_token_id=tok.eos_id, pad_token_id=tok.pad_id)
+      want.append(out[0, ids.shape[1]:].tolist())
+  del reference
+  gc.collect()
+
+  config, params = gguf.load_embedded()
+  model = gemma.Transformer(config)
+  mesh = mesh_lib.make_mesh(mesh_lib.DEFAULT_MESH, jax.devices()[:1])
+  rt = runtime.Runtime(None, mesh, rules_lib.DEFAULT_RULES, model, params, tok)
+  got = decode.Decoder(rt, batch_size=4).generate(
+      _REAL_PROMPTS, decode.Options(max_new_tokens=n))
+  assert got == [_text(tok, ids) for ids in want]
+
+
+def test_augmentation_generates_with_the_decoder():
+  from icl_iwl.augment import generate  # pylint: disable=g-import-not-at-top
+  from icl_iwl import config_lib  # pylint: disable=g-import-not-at-top
+
+  config = config_lib.load_module('configs/augment.py').get_config('reversals,tiny')
+  generator = generate.load(config)
+  options = generate.Options(max_new_tokens=6, stop=('\n',))
+  requests = [generate.Request(_PREFIX, 'Statement: glon are small.\nSo:', seed=3),
+              generate.Request(_PREFIX, 'Statement: femp', seed=4)]
+  got = generator.generate(requests, options)
+  rt = runtime.load(config)  # The same random tiny model.
+  for request, completion in zip(requests, got):
+    want = _greedy_by_hand(rt, request.prompt, request.prefix,
+                           options.max_new_tokens)
+    assert completion == _text(rt.tok, want).split('\n')[0]
