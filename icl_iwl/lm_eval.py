@@ -1,4 +1,4 @@
-r"""Our jitted scorer as an lm-eval-harness model backend ('icl_iwl').
+r"""Our jitted scorer and decoder as an lm-eval-harness model backend ('icl_iwl').
 
     python -m icl_iwl.lm_eval --model icl_iwl \
         --model_args checkpoint=embedded,dtype=float32 --tasks TASK
@@ -22,6 +22,9 @@ the numbers are comparable. Then (see `plan`):
     (a fixed few-shot prefix, a long task description) share one key/value
     memory of that prefix, encoded once (`Scorer.score_tokens`).
 
+`generate_until` decodes each request's context with `decode.Decoder`
+(greedy unless its gen_kwargs sample; see `_options`).
+
 `loglikelihood_rolling` scores log p(text | BOS) in lm-eval's rolling windows
 (`get_rolling_token_windows`, context_len=1): each window predicts at most
 `max_length` tokens after as many earlier tokens as fit beside them in
@@ -41,7 +44,6 @@ from icl_iwl import config_lib
 from icl_iwl import errors
 from icl_iwl import runtime
 from icl_iwl.eval import packing
-from icl_iwl.eval import scoring
 
 try:
   import lm_eval.models  # pylint: disable=g-import-not-at-top,unused-import
@@ -123,29 +125,37 @@ def _split_choices(choices: list[Ids], room: int) -> list[list[Ids]]:
 
 @lm_registry.register_model(NAME)
 class IclIwlLM(lm_model.TemplateLM):
-  """lm-eval's `LM` interface on our `Scorer`; see the module doc.
+  """lm-eval's `LM` interface on our `Scorer` and `Decoder`; see the module doc.
 
   Built from a checkpoint (`checkpoint`, `dtype`, `preset` as in
   `config_lib.model`; `rows_per_batch` as in `ScorerConfig`) or, in Python,
-  from a ready `scorer`. lm-eval's own `batch_size`, `max_batch_size` and
-  `device` are accepted and ignored: requests are packed into rows of a
-  few fixed shapes on the JAX devices.
+  from a loaded `runtime.Runtime` (`rt`; its `config.scorer` if it has one,
+  else the defaults; the other arguments but `min_shared` are then unused).
+  lm-eval's own `batch_size`, `max_batch_size` and `device` are accepted and
+  ignored: requests are packed into rows of a few fixed shapes on the JAX
+  devices.
   """
 
   def __init__(self, checkpoint: str = 'embedded', dtype: str = 'float32',
                preset: str = 'gemma3_270m', rows_per_batch: int = 8,
-               min_shared: int = 32, *, scorer: scoring.Scorer | None = None,
+               min_shared: int = 32, *, rt: runtime.Runtime | None = None,
                batch_size: Any = None, max_batch_size: Any = None,
                device: Any = None):
     super().__init__()
     del batch_size, max_batch_size, device  # See the class doc.
-    if scorer is None:
+    if rt is None:
       config = config_lib.base('score')
       config.model = config_lib.model(preset, str(checkpoint), dtype)
       config.scorer = config_lib.scorer(rows_per_batch=int(rows_per_batch))
       runtime.validate(config)  # Before the model loads.
-      scorer = runtime.scorer(config, runtime.load(config))
-    self.scorer, self.tok = scorer, scorer.tok
+      rt = runtime.load(config)
+    elif 'scorer' not in rt.config:
+      config = rt.config.copy_and_resolve_references()
+      config.scorer = config_lib.scorer()
+      rt = dataclasses.replace(rt, config=config)
+    self.rt, self.tok = rt, rt.tok
+    self.scorer = runtime.scorer(rt.config, rt)
+    self._decoder = None  # Made by the first generate_until.
     self.min_shared = int(min_shared)
 
   # Tokenization, as lm-eval's HF backend does it for Gemma ------------------
@@ -241,9 +251,45 @@ class IclIwlLM(lm_model.TemplateLM):
     return out
 
   def generate_until(self, requests, disable_tqdm: bool = False) -> list[str]:
-    raise NotImplementedError(
-        'icl_iwl: generate_until needs the decoder (icl_iwl/decode.py, the '
-        'augmentation issue), which is not on this branch yet.')
+    """Completions of each request's context (`decode.Decoder`): greedy, or
+    sampled if its gen_kwargs say `do_sample` with a temperature > 0; cut at
+    the first of `until`; at most `max_gen_toks` tokens. Requests with the
+    same gen_kwargs are decoded together."""
+    del disable_tqdm
+    if self._decoder is None:
+      self._decoder = runtime.decoder(self.rt.config, self.rt)
+    by_kwargs = collections.defaultdict(list)
+    for i, req in enumerate(requests):
+      by_kwargs[json.dumps(req.args[1], sort_keys=True)].append(i)
+    out = [''] * len(requests)
+    for key, indices in by_kwargs.items():
+      texts = self._decoder.generate([requests[i].args[0] for i in indices],
+                                     _options(json.loads(key)))
+      for i, text in zip(indices, texts):
+        out[i] = text
+        self.cache_hook.add_partial('generate_until', requests[i].args, text)
+    return out
+
+
+_GEN_KWARGS = ('until', 'max_gen_toks', 'do_sample', 'temperature', 'top_k', 'top_p')
+
+
+def _options(gen_kwargs: dict[str, Any]) -> Any:
+  """`decode.Options` of lm-eval's gen_kwargs, as its HF backend reads them."""
+  from icl_iwl import decode  # pylint: disable=g-import-not-at-top
+  unknown = sorted(set(gen_kwargs) - set(_GEN_KWARGS))
+  if unknown:
+    raise errors.UserError(f'icl_iwl: unsupported gen_kwargs {unknown}; it '
+                           f'reads {", ".join(_GEN_KWARGS)}.')
+  until = gen_kwargs.get('until') or ()
+  until = (until,) if isinstance(until, str) else tuple(until)
+  temperature = float(gen_kwargs.get('temperature', 0.0) or 0.0)
+  if not gen_kwargs.get('do_sample', temperature > 0):
+    temperature = 0.0
+  return decode.Options(
+      max_new_tokens=int(gen_kwargs.get('max_gen_toks', 256)),
+      temperature=temperature, top_k=int(gen_kwargs.get('top_k') or 0),
+      top_p=float(gen_kwargs.get('top_p') or 1.0), stop=until)
 
 
 def write_task(directory: str | os.PathLike, name: str,

@@ -14,13 +14,15 @@ import pytest
 
 lm_eval = pytest.importorskip('lm_eval')
 
+from icl_iwl import config_lib  # noqa: E402
 from icl_iwl import lm_eval as backend  # noqa: E402
+from icl_iwl import runtime  # noqa: E402
 from icl_iwl.data import tokenizer  # noqa: E402
-from icl_iwl.eval import scoring  # noqa: E402
 from icl_iwl.eval.packing import Item  # noqa: E402
 from icl_iwl.model import cache  # noqa: E402
 from icl_iwl.model import gemma  # noqa: E402
 from icl_iwl.model import presets  # noqa: E402
+from icl_iwl.sharding import mesh as mesh_lib  # noqa: E402
 from lm_eval import utils as lm_utils  # noqa: E402
 from lm_eval.api.instance import Instance  # noqa: E402
 
@@ -38,10 +40,14 @@ def _setup():
   return model, params, tokenizer.load_default()
 
 
-def _lm(**config) -> backend.IclIwlLM:
+def _lm(**scorer) -> backend.IclIwlLM:
+  """The backend on the tiny model, with ScorerConfig fields `scorer`."""
   model, params, tok = _setup()
-  return backend.IclIwlLM(scorer=scoring.Scorer(model, params, tok,
-                                                scoring.ScorerConfig(**config)))
+  config = config_lib.base('score')
+  config.model = config_lib.model('tiny', 'random')
+  config.scorer = config_lib.scorer(**scorer)
+  return backend.IclIwlLM(rt=runtime.Runtime(
+      config, mesh_lib.make_mesh(config.mesh), config.rules, model, params, tok))
 
 
 @functools.cache
@@ -132,6 +138,31 @@ def test_rolling_equals_the_reference_in_windows():
     expected = sum(_reference(list(c), list(p))[0] for c, p in windows)
     np.testing.assert_allclose(logprob, expected, atol=1e-3, rtol=0)
   assert len(tok.encode(texts[0])) > 2 * 63  # Three windows or more.
+
+
+def test_greedy_generation_equals_step_by_step_argmax():
+  lm = _lm()
+  tok = _setup()[2]
+  contexts = ['The capital of France is', _FEWSHOT + 'Q: Is dax a word? A:']
+  kwargs = [{'until': ['\n\n'], 'max_gen_toks': 6, 'do_sample': False},
+            {'until': ['Q:'], 'max_gen_toks': 5, 'temperature': 0.0}]
+  requests = [Instance('generate_until', {}, (c, k), i)
+              for i, (c, k) in enumerate(zip(contexts, kwargs))]
+  got = lm.generate_until(requests)
+  for context, k, text in zip(contexts, kwargs, got):
+    ids = tok.encode(context, add_bos=True)
+    new = []
+    for _ in range(k['max_gen_toks']):  # A full forward per new token.
+      logp = np.asarray(_log_softmax_forward()(
+          jnp.asarray([np.pad(ids + new, (0, 512 - len(ids) - len(new)))])))
+      new.append(int(logp[len(ids) + len(new) - 1].argmax()))
+      if new[-1] == tok.eos_id:
+        new.pop()
+        break
+    expected = tok.decode(new)
+    stop = k['until'][0]
+    assert text == (expected[:expected.index(stop)] if stop in expected else expected)
+  assert got[0]  # Something was generated.
 
 
 def test_each_distinct_context_is_encoded_once():
