@@ -46,6 +46,7 @@ from icl_iwl import runtime
 from icl_iwl.eval import packing
 
 try:
+  # lm-eval's own models first: its get_model fills only an empty registry.
   import lm_eval.models  # pylint: disable=g-import-not-at-top,unused-import
   from lm_eval.api import model as lm_model  # pylint: disable=g-import-not-at-top
   from lm_eval.api import registry as lm_registry  # pylint: disable=g-import-not-at-top
