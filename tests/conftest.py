@@ -35,6 +35,7 @@ _FILE_TIER = {
     'test_gemma3_270m.py': 'real_model',
     'test_ictrain_experiment.py': 'e2e',
     'test_jobs.py': 'e2e',
+    'test_lm_eval.py': 'parity',
     'test_loss.py': 'parity',
     'test_model.py': 'parity',
     'test_notebooks.py': 'e2e',

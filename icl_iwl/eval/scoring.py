@@ -4,6 +4,10 @@
     results = scorer.score([Item('The capital of France is', (' Paris', ' Rome'), 0)])
     results[0].logprob  # summed log-likelihood of each choice's tokens
 
+`Scorer.score_tokens` takes items as token ids with an explicit shared prefix
+instead (the lm-eval backend, icl_iwl/lm_eval.py), and also says whether each
+choice is the greedy continuation.
+
 Why it is fast:
   * items are packed as trees (prompt once, choices as branches; see
     `packing.py`) into rows of a few fixed lengths, so a whole evaluation
@@ -122,7 +126,7 @@ class Scorer:
 
   def _score_rows(self, params, tokens, positions, segments, branches, sources,
                   targets, memory):
-    """[R, N] log p(target) for the batch's targets."""
+    """([R, N] log p(target), [R, N] whether the target is the argmax)."""
     hidden, _ = self.model.apply(
         {'params': params}, tokens, positions, tree_mask(segments, branches),
         memory, return_hidden=True)
@@ -136,13 +140,14 @@ class Scorer:
       h_RCD, t_RC = args
       logits = self.model.apply({'params': params}, h_RCD, method=self.model.logits)
       target = jnp.take_along_axis(logits, t_RC[..., None], axis=-1)[..., 0]
-      return target - jax.nn.logsumexp(logits, axis=-1)
+      return (target - jax.nn.logsumexp(logits, axis=-1),
+              target >= jnp.max(logits, axis=-1))
 
-    # [N/C, R, C]
+    # [N/C, R, C] each.
     out = jax.lax.map(chunk_logprob, (
         hidden.reshape(r, n // c, c, d).swapaxes(0, 1),
         targets.reshape(r, n // c, c).swapaxes(0, 1)))
-    return out.swapaxes(0, 1).reshape(r, n)
+    return tuple(x.swapaxes(0, 1).reshape(r, n) for x in out)
 
   def _prefill(self, params, tokens, positions, valid, memory, start):
     """Writes one chunk of a shared context into its batch-1 memory."""
@@ -188,24 +193,24 @@ class Scorer:
       memory = fn(*args)
     return memory
 
-  def _check_lengths(self, encoded: list[packing.Encoded],
-                     items: Sequence[Item]) -> list[packing.Encoded]:
+  def _check_lengths(self, encoded: Sequence[packing.Encoded],
+                     items: Sequence[Item] = ()) -> list[packing.Encoded]:
     limit = max(self.config.buckets)
     out = []
     for e in encoded:
       if e.length <= limit:
         out.append(e)
         continue
-      item = items[e.index]
+      name = (items[e.index].id if items else '') or e.index
       keep = len(e.prompt) - (e.length - limit)
       if self.config.too_long == 'error' or keep < 2:
         raise ValueError(
-            f'Item {item.id or e.index!r} needs {e.length} tokens (prompt '
+            f'Item {name!r} needs {e.length} tokens (prompt '
             f'{len(e.prompt)}, choices {[len(c) for c in e.choices]}) but the '
             f'largest bucket is {limit}; raise ScorerConfig.buckets, move shared '
             "text into the item's context, or set too_long='truncate_left'.")
       logging.warning('Item %r: truncating %d prompt tokens from the left.',
-                      item.id or e.index, e.length - limit)
+                      name, e.length - limit)
       prompt = e.prompt[:1] + e.prompt[len(e.prompt) - keep + 1:]
       out.append(dataclasses.replace(e, prompt=prompt))
     return out
@@ -246,36 +251,48 @@ class Scorer:
         self._memories.popitem(last=False)
     return prefix[-1:], memory, len(prefix) - 1
 
+  def score_tokens(self, groups: Iterable[tuple[Sequence[int],
+                                                Sequence[packing.Encoded]]],
+                   num_items: int, progress: bool = False,
+                   ) -> tuple[list[np.ndarray], list[np.ndarray]]:
+    """Scores items given as token ids (e.g. lm-eval's requests).
+
+    Args:
+      groups: (shared, items): `shared` token ids (the group's common
+        prefix, BOS first; or empty) are encoded once into a memory that each
+        item's prompt continues; an item's prompt is non-empty (its last
+        token predicts the first choice token) and its `index` is in
+        [0, num_items).
+      num_items: how many items the groups hold in all.
+      progress: show a progress bar.
+
+    Returns:
+      (logprob, greedy), each indexed [item][choice]: log p(choice | shared +
+      prompt), and whether every choice token is the argmax of its logits.
+    """
+    with tqdm.tqdm(total=num_items, disable=not progress, desc='scoring',
+                   unit='item') as bar:
+      return self._score_groups(
+          ((self.encode_context(shared) if shared else None, len(shared),
+            self._check_lengths(encoded)) for shared, encoded in groups),
+          num_items, bar)
+
   def _score(self, items: list[Item], bar: tqdm.tqdm) -> list[ItemScore]:
     by_context = collections.defaultdict(list)
     for i, item in enumerate(items):
       by_context[item.context].append(i)
-    logprob = [np.zeros(len(item.choices)) for item in items]
     num_tokens = [()] * len(items)
 
-    def collect(batch: packing.Batch, target_logprob: jax.Array) -> None:
-      target_logprob = np.asarray(target_logprob)  # Waits for the device.
-      real = batch.item >= 0
-      for i, j, lp in zip(batch.item[real], batch.choice[real], target_logprob[real]):
-        logprob[i][j] += lp
-      bar.update(len(set(batch.item[real].tolist())))
+    def groups() -> Iterator[tuple[cache.Cache | None, int, list[packing.Encoded]]]:
+      for context, indices in by_context.items():
+        prefix, memory, offset = self._context(context)
+        encoded = packing.encode([items[i] for i in indices], indices, self.tok, prefix)
+        encoded = self._check_lengths(encoded, items)
+        for e in encoded:
+          num_tokens[e.index] = tuple(len(c) for c in e.choices)
+        yield memory, offset, encoded
 
-    # One rows call in flight: the host tokenizes and packs the next batch
-    # while the device runs it, then reads its results and dispatches the next.
-    pending = None
-    for context, indices in by_context.items():
-      prefix, memory, offset = self._context(context)
-      encoded = packing.encode([items[i] for i in indices], indices, self.tok, prefix)
-      encoded = self._check_lengths(encoded, items)
-      for e in encoded:
-        num_tokens[e.index] = tuple(len(c) for c in e.choices)
-      for batch in packing.pack(encoded, offset, self.config.buckets, self.rows,
-                                self.config.min_row_length, self._shards):
-        if pending:
-          collect(*pending)
-        pending = batch, self._run(batch, memory)
-    if pending:
-      collect(*pending)
+    logprob, _ = self._score_groups(groups(), len(items), bar)
     return [
         ItemScore(id=item.id, answer=item.answer,
                   logprob=tuple(float(x) for x in lp), num_tokens=n,
@@ -283,8 +300,43 @@ class Scorer:
         for item, lp, n in zip(items, logprob, num_tokens)
     ]
 
-  def _run(self, batch: packing.Batch, memory: cache.Cache | None) -> jax.Array:
-    """Dispatches one batch; [R, N] log p(target), not waited for."""
+  def _score_groups(
+      self, groups: Iterable[tuple[cache.Cache | None, int, list[packing.Encoded]]],
+      num_items: int, bar: tqdm.tqdm) -> tuple[list[np.ndarray], list[np.ndarray]]:
+    """Packs and runs each group (memory, offset, encoded items); returns
+    [item][choice] summed log-likelihoods and all-tokens-greedy flags."""
+    logprob: list[np.ndarray] = [np.zeros(0)] * num_items
+    greedy: list[np.ndarray] = [np.zeros(0, bool)] * num_items
+
+    def collect(batch: packing.Batch, out: tuple[jax.Array, jax.Array]) -> None:
+      target_logprob, target_greedy = (np.asarray(x) for x in out)  # Waits.
+      real = batch.item >= 0
+      for i, j, lp, g in zip(batch.item[real], batch.choice[real],
+                             target_logprob[real], target_greedy[real]):
+        logprob[i][j] += lp
+        greedy[i][j] &= g
+      bar.update(len(set(batch.item[real].tolist())))
+
+    # One rows call in flight: the host tokenizes and packs the next batch
+    # while the device runs it, then reads its results and dispatches the next.
+    pending = None
+    for memory, offset, encoded in groups:
+      for e in encoded:
+        logprob[e.index] = np.zeros(len(e.choices))
+        greedy[e.index] = np.ones(len(e.choices), bool)
+      for batch in packing.pack(encoded, offset, self.config.buckets, self.rows,
+                                self.config.min_row_length, self._shards):
+        if pending:
+          collect(*pending)
+        pending = batch, self._run(batch, memory)
+    if pending:
+      collect(*pending)
+    return logprob, greedy
+
+  def _run(self, batch: packing.Batch, memory: cache.Cache | None
+           ) -> tuple[jax.Array, jax.Array]:
+    """Dispatches one batch; [R, N] log p(target) and greedy flags, not
+    waited for."""
     args = (self.params, *batch.device_arrays(), memory)
     memory_len = None if memory is None else memory['k'].shape[2]
     key = ('rows', batch.tokens.shape, batch.targets.shape, memory_len)
@@ -292,7 +344,7 @@ class Scorer:
         key, self._score_rows, args,
         (self._param_shardings,) + (self._batch_sharding,) * 6
         + (self._memory_shardings(memory),),
-        self._batch_sharding)
+        (self._batch_sharding, self._batch_sharding))
     return fn(*args)
 
 
