@@ -74,10 +74,21 @@ def test_berglund_files_through_icl_finetuning_and_augmented_finetuning(
   forward/reverse table."""
   from test_data_jsonl import berglund_dir  # pylint: disable=g-import-not-at-top
   from icl_iwl.data import berglund  # pylint: disable=g-import-not-at-top
+  from icl_iwl.augment import generate  # pylint: disable=g-import-not-at-top
   monkeypatch.setenv('ICL_IWL_DATA_DIR', str(tmp_path / 'tfds'))
+  # A random two-layer model writes no complete sentence (tests/test_decode.py
+  # tests the real decoder behind generate.load), so a scripted generator
+  # writes one per request: the prompt's last line, reworded.
+  def scripted(requests, options):
+    del options
+    return [' So, ' + r.prompt.strip().split('\n')[-2].strip().rstrip('.') + '.'
+            for r in requests]
+  monkeypatch.setattr(generate, 'load', lambda config: generate.Generator(
+      'scripted', scripted, lambda text: len(text.split())))
   berglund.import_berglund(str(berglund_dir(tmp_path)), 'bg', str(tmp_path / 'tfds'))
   config = config_lib.load_file(f'{_CONFIGS}/lampinen.py:jsonl/bg,augmented,tiny')
   config.order = ('icl', 'augment', 'ft_s0', 'aug_s0')
+  config.stages = config_lib.ConfigDict({s: config.stages[s] for s in config.order})
   config_lib.validate(config, num_devices=8)
   experiment.run(config, tmp_path / 'run')
   text = (tmp_path / 'run' / 'report.md').read_text()
