@@ -17,11 +17,8 @@ lm_eval = pytest.importorskip('lm_eval')
 from icl_iwl import config_lib  # noqa: E402
 from icl_iwl import lm_eval as backend  # noqa: E402
 from icl_iwl import runtime  # noqa: E402
-from icl_iwl.data import tokenizer  # noqa: E402
 from icl_iwl.eval.packing import Item  # noqa: E402
 from icl_iwl.model import cache  # noqa: E402
-from icl_iwl.model import gemma  # noqa: E402
-from icl_iwl.model import presets  # noqa: E402
 from icl_iwl.sharding import mesh as mesh_lib  # noqa: E402
 from lm_eval import utils as lm_utils  # noqa: E402
 from lm_eval.api.instance import Instance  # noqa: E402
@@ -30,14 +27,8 @@ _FEWSHOT = ''.join(f'Q: Is {w} a word? A: yes\n\n' for w in
                    ('femp', 'glon', 'troff', 'yomp', 'blick', 'dax', 'wug'))
 
 
-@functools.cache
-def _setup():
-  """A tiny Gemma 3 with large random weights (sharp, varied predictions)."""
-  model = gemma.Transformer(presets.get('tiny'))
-  params = jax.jit(lambda: jax.tree.map(
-      lambda x: x + 0.3 * jax.random.normal(jax.random.key(1), x.shape),
-      gemma.init_params(model, jax.random.key(0))))()
-  return model, params, tokenizer.load_default()
+# A tiny Gemma 3 with large random weights (sharp, varied predictions).
+from test_scoring import _setup  # pylint: disable=g-import-not-at-top,g-bad-import-order
 
 
 def _lm(**scorer) -> backend.IclIwlLM:
