@@ -31,7 +31,8 @@ def test_quickstart_scores_every_builtin_question(tmp_path):
   assert 'quickstart' in (tmp_path / 'results.md').read_text()
 
 
-def test_eval_icl_writes_consistent_tables_and_items(tmp_path):
+def test_eval_icl_writes_consistent_tables_and_items_and_resumes_by_split(
+    tmp_path, monkeypatch):
   config = config_lib.load_file(f'{_CONFIGS}/eval_icl.py:syllogisms,tiny')
   rows = eval_icl.run(config, tmp_path)
   assert [r['split'] for r in rows] == ['test_conclusion', 'test_control']
@@ -47,6 +48,14 @@ def test_eval_icl_writes_consistent_tables_and_items(tmp_path):
     # The documents fit: one context, and in-context scores differ from none.
     assert row['contexts'] == 1
     assert not np.allclose([x['logprob'] for x in baseline], [x['logprob'] for x in icl])
+  # A rerun after a kill during the second split scores only that split.
+  (tmp_path / 'test_control-row.json').unlink()
+  scored = []
+  monkeypatch.setattr(eval_icl, 'evaluate_split', lambda *a: scored.append(a[-1]) or (
+      dict(rows[1], baseline=-1.0), []))
+  again = eval_icl.run(config, tmp_path)
+  assert scored == ['test_control']
+  assert again == [rows[0], dict(rows[1], baseline=-1.0)]
 
 
 def test_experiment_runs_its_stages_once_and_reports_them(tmp_path):

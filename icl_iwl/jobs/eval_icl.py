@@ -5,9 +5,13 @@ IC-Train probes carry their own context examples: their baseline is the
 target input alone, their ICL condition the prompt with its examples.
 
 Writes <workdir>/<split>-{baseline,icl}.jsonl, summary.json and results.md.
+A split's row is kept in <split>-row.json once it is scored, so a rerun in
+the same workdir (same config, see workdir.claim) scores only the splits a
+killed run had not finished.
 """
 
 import dataclasses
+import json
 import pathlib
 
 from absl import logging
@@ -101,9 +105,16 @@ def run(config: ml_collections.ConfigDict, workdir: pathlib.Path) -> list[dict]:
   documents = dataset.documents()
   rows, kind_rows = [], []
   for split in config_lib.split_list(config.eval.splits) or dataset.probe_splits():
-    records = dataset.records(split, config.eval.limit or None)
-    row, kinds = evaluate_split(scorer, records, documents,
-                                icl.IclConfig(**config.icl), workdir, split)
+    done = workdir / f'{split}-row.json'
+    if done.is_file():
+      saved = json.loads(done.read_text())
+      row, kinds = saved['row'], saved['kinds']
+      logging.info('%s: scored by an earlier run in this workdir (%s)', split, done)
+    else:
+      records = dataset.records(split, config.eval.limit or None)
+      row, kinds = evaluate_split(scorer, records, documents,
+                                  icl.IclConfig(**config.icl), workdir, split)
+      results.write_json(done, {'row': row, 'kinds': kinds})
     rows.append(row)
     kind_rows.extend(kinds)
     logging.info('%s %s', row, kinds)
