@@ -10,6 +10,9 @@ Tiers (`pytest -m unit`, `-m "not real_model"`, ...), fastest first:
               resume, the jobs, the notebooks;
   real_model  the real Gemma 3 270M (several minutes, several GB).
 A test file's tier is below; a test marked with another tier keeps its own.
+Tests run tier by tier in that order, so the real 270M and transformers'
+copy of it (`real_rt`, `real_reference`, `real_hf_tokenizer`) are loaded once, after every other
+test, and shared by the real-model tests of all files.
 """
 
 import os
@@ -45,10 +48,53 @@ _FILE_TIER = {
 }
 
 
+def _tier(item: pytest.Item) -> str:
+  return next((t for t in TIERS if item.get_closest_marker(t)), 'unit')
+
+
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
   for item in items:
     if not any(item.get_closest_marker(tier) for tier in TIERS):
       item.add_marker(_FILE_TIER.get(item.path.name, 'unit'))
+  items.sort(key=lambda item: TIERS.index(_tier(item)))  # Stable: file order within.
+
+
+@pytest.fixture(scope='session')
+def real_rt():
+  """The embedded Gemma 3 270M in float32 as a runtime on one device (the 8
+  fake devices would hold 8 replicas), with a `score` config; ~1.1 GB."""
+  from icl_iwl import config_lib  # pylint: disable=g-import-not-at-top
+  from icl_iwl import runtime  # pylint: disable=g-import-not-at-top
+  from icl_iwl.checkpoints import gguf  # pylint: disable=g-import-not-at-top
+  from icl_iwl.data import tokenizer  # pylint: disable=g-import-not-at-top
+  from icl_iwl.model import gemma  # pylint: disable=g-import-not-at-top
+  from icl_iwl.sharding import mesh as mesh_lib  # pylint: disable=g-import-not-at-top
+  from icl_iwl.sharding import rules as rules_lib  # pylint: disable=g-import-not-at-top
+
+  config = config_lib.base('score')
+  config.model = config_lib.model('gemma3_270m', 'embedded', 'float32')
+  config.scorer = config_lib.scorer()
+  model_config, params = gguf.load_embedded()
+  device = jax.devices()[0]
+  return runtime.Runtime(
+      config, mesh_lib.make_mesh(mesh_lib.DEFAULT_MESH, [device]),
+      rules_lib.DEFAULT_RULES, gemma.Transformer(model_config),
+      jax.device_put(params, device), tokenizer.load_default())
+
+
+@pytest.fixture(scope='session')
+def real_reference():
+  """transformers' own load of the embedded GGUF, float32, eval mode (~1.1 GB)."""
+  import gc  # pylint: disable=g-import-not-at-top
+  torch = pytest.importorskip('torch')
+  transformers = pytest.importorskip('transformers')
+  from icl_iwl import paths  # pylint: disable=g-import-not-at-top
+
+  path = paths.embedded_gguf()
+  model = transformers.AutoModelForCausalLM.from_pretrained(
+      str(path.parent), gguf_file=path.name, dtype=torch.float32)
+  gc.collect()  # Whatever the GGUF load left in reference cycles.
+  return model.eval()
 
 
 _TIER_SECONDS: dict[str, float] = {}
@@ -69,3 +115,13 @@ def pytest_terminal_summary(terminalreporter) -> None:
     terminalreporter.write_line('tiers: ' + ', '.join(
         f'{t} {_TIER_COUNTS.get(t, 0)} tests {_TIER_SECONDS.get(t, 0.0):.0f} s'
         for t in TIERS))
+
+
+@pytest.fixture(scope='session')
+def real_hf_tokenizer():
+  """transformers' tokenizer converted from the embedded GGUF (takes minutes)."""
+  transformers = pytest.importorskip('transformers')
+  from icl_iwl import paths  # pylint: disable=g-import-not-at-top
+
+  path = paths.embedded_gguf()
+  return transformers.AutoTokenizer.from_pretrained(path.parent, gguf_file=path.name)

@@ -4,7 +4,6 @@ and (real_model) against transformers' greedy `generate`."""
 import copy
 import dataclasses
 import functools
-import gc
 
 import jax
 import jax.numpy as jnp
@@ -223,33 +222,20 @@ _REAL_PROMPTS = (
 
 
 @pytest.mark.real_model
-def test_greedy_equals_transformers_generate_on_the_real_270m():
-  torch = pytest.importorskip('torch')
-  transformers = pytest.importorskip('transformers')
-  from icl_iwl import paths  # pylint: disable=g-import-not-at-top
-  from icl_iwl.checkpoints import gguf  # pylint: disable=g-import-not-at-top
+def test_greedy_equals_transformers_generate_on_the_real_270m(real_rt, real_reference):
+  import torch  # pylint: disable=g-import-not-at-top
 
   n = 24
-  path = paths.embedded_gguf()
-  tok = tokenizer.load_default()
-  reference = transformers.AutoModelForCausalLM.from_pretrained(
-      str(path.parent), gguf_file=path.name, dtype=torch.float32).eval()
+  tok = real_rt.tok
   want = []
   with torch.inference_mode():
     for prompt in _REAL_PROMPTS:
       ids = torch.tensor([tok.encode(prompt, add_bos=True)])
-      out = reference.generate(ids, attention_mask=torch.ones_like(ids),
-                               max_new_tokens=n, do_sample=False,
-                               eos_token_id=tok.eos_id, pad_token_id=tok.pad_id)
+      out = real_reference.generate(ids, attention_mask=torch.ones_like(ids),
+                                    max_new_tokens=n, do_sample=False,
+                                    eos_token_id=tok.eos_id, pad_token_id=tok.pad_id)
       want.append(out[0, ids.shape[1]:].tolist())
-  del reference
-  gc.collect()
-
-  config, params = gguf.load_embedded()
-  model = gemma.Transformer(config)
-  mesh = mesh_lib.make_mesh(mesh_lib.DEFAULT_MESH, jax.devices()[:1])
-  rt = runtime.Runtime(None, mesh, rules_lib.DEFAULT_RULES, model, params, tok)
-  got = decode.Decoder(rt, batch_size=4).generate(
+  got = decode.Decoder(real_rt, batch_size=4).generate(
       _REAL_PROMPTS, decode.Options(max_new_tokens=n))
   assert got == [_text(tok, ids) for ids in want]
 

@@ -410,16 +410,14 @@ def test_command_prints_one_line_for_a_mistake_and_teaches_with_help(hf_source):
 # The real Gemma 3 270M (~3 GB; run it under the heavy lock on a shared machine).
 
 @pytest.mark.real_model
-def test_real_270m_exports_to_transformers(tmp_path):
+def test_real_270m_exports_to_transformers(tmp_path, real_rt):
   from test_gemma3_270m import _TEXT  # pylint: disable=g-import-not-at-top
 
-  ours = tokenizer_lib.load_default()
-  config, params = gguf.load_embedded()
+  ours = real_rt.tok
   texts = [_TEXT, '\n\n'.join(reversed(_TEXT.split('\n\n')))]
   # 600 tokens: past the sliding window (512).
   tokens = np.asarray([ids[:600] for ids in ours.encode_batch(texts, add_bos=True)])
-  expected = _our_logits(gemma.Transformer(config), params, tokens)
-  del params
+  expected = _our_logits(real_rt.model, real_rt.params, tokens)
 
   export.export('embedded', f'hf:{tmp_path / "hf"}')
   reference = transformers.AutoModelForCausalLM.from_pretrained(
@@ -453,10 +451,9 @@ def test_real_270m_exports_to_transformers(tmp_path):
   diff = np.abs(np.subtract(got, expected, out=got), out=got)
   assert diff.max() <= 5e-4, diff.max()
   del got, diff, expected
-  _, params = gguf.load_embedded()
-  _, loaded, _ = gguf.load(tmp_path / 'out.gguf', config)
+  _, loaded, _ = gguf.load(tmp_path / 'out.gguf', real_rt.model.config)
   loaded = params_lib.flatten(loaded)
-  for key, value in params_lib.flatten(params).items():
+  for key, value in params_lib.flatten(jax.device_get(real_rt.params)).items():
     tolerance = 1e-6 if key.endswith('scale') else 0  # Norms stored as 1 + w.
     np.testing.assert_allclose(loaded[key], value, atol=tolerance, rtol=tolerance,
                                err_msg=key)

@@ -1,15 +1,14 @@
 """The real Gemma 3 270M: our GGUF path vs transformers' own GGUF load.
 
-Memory (the suite must stay under 10 GB): each model is loaded once per
-module (torch float32 and ours, ~1.1 GB each, ours on one device), scorers
-run on a one-device mesh (the 8 fake test devices would hold 8 replicas),
-logits are compared 128 positions at a time and the reference computes
-logits only where they are compared. The conversion test runs first, before
-either model is loaded.
+Memory (the suite must stay under 10 GB): each model is loaded once for the
+whole suite (conftest's `real_rt` and `real_reference`: torch float32 and
+ours, ~1.1 GB each, ours on one device), scorers run on a one-device mesh
+(the 8 fake test devices would hold 8 replicas), logits are compared 128
+positions at a time and the reference computes logits only where they are
+compared.
 """
 
 import dataclasses
-import gc
 import logging
 import os
 import shutil
@@ -121,22 +120,15 @@ def test_a_damaged_cache_is_named_and_rebuilt_equal_to_the_cached_conversion(
           shared.with_name(checksum).read_text())
 
 
-@pytest.fixture(scope='module')
-def reference():
-  torch = pytest.importorskip('torch')
-  transformers = pytest.importorskip('transformers')
-  path = paths.embedded_gguf()
-  model = transformers.AutoModelForCausalLM.from_pretrained(
-      str(path.parent), gguf_file=path.name, dtype=torch.float32)
-  gc.collect()  # Whatever the GGUF load left in reference cycles.
-  return model.eval()
+@pytest.fixture
+def ours(real_rt) -> tuple[gemma.Transformer, dict]:
+  """Our model and its params, on one device (conftest's `real_rt`)."""
+  return real_rt.model, real_rt.params
 
 
-@pytest.fixture(scope='module')
-def ours() -> tuple[gemma.Transformer, dict]:
-  """Our model and its params, on one device (no host copy kept)."""
-  config, params = gguf.load_embedded()
-  return gemma.Transformer(config), jax.device_put(params, jax.devices()[0])
+@pytest.fixture
+def reference(real_reference):
+  return real_reference
 
 
 def _one_device() -> jax.sharding.Mesh:

@@ -249,12 +249,10 @@ def test_command_line_runs_the_backend(tmp_path):
 
 
 @pytest.mark.real_model
-def test_real_270m_matches_lm_eval_s_hf_backend(tmp_path):
-  torch = pytest.importorskip('torch')
-  transformers = pytest.importorskip('transformers')
+def test_real_270m_matches_lm_eval_s_hf_backend(tmp_path, real_rt, real_reference,
+                                                 real_hf_tokenizer):
   from lm_eval.models.huggingface import HFLM  # pylint: disable=g-import-not-at-top
   from lm_eval.tasks import TaskManager  # pylint: disable=g-import-not-at-top
-  from icl_iwl import paths  # pylint: disable=g-import-not-at-top
   from icl_iwl.data import datasets  # pylint: disable=g-import-not-at-top
   from icl_iwl.eval import probes  # pylint: disable=g-import-not-at-top
 
@@ -272,13 +270,8 @@ def test_real_270m_matches_lm_eval_s_hf_backend(tmp_path):
     samples = sorted(out['samples'][name], key=lambda s: s['doc_id'])
     return out['results'][name]['acc,none'], [s['resps'] for s in samples]
 
-  ours_acc, ours = run(backend.IclIwlLM(checkpoint='embedded', dtype='float32'))
-  path = paths.embedded_gguf()
-  model = transformers.AutoModelForCausalLM.from_pretrained(
-      str(path.parent), gguf_file=path.name, dtype=torch.float32).eval()
-  hf_tok = transformers.AutoTokenizer.from_pretrained(str(path.parent),
-                                                      gguf_file=path.name)
-  ref_acc, ref = run(HFLM(pretrained=model, tokenizer=hf_tok, batch_size=4,
+  ours_acc, ours = run(backend.IclIwlLM(rt=real_rt))
+  ref_acc, ref = run(HFLM(pretrained=real_reference, tokenizer=real_hf_tokenizer, batch_size=4,
                           add_bos_token=True))
   got = np.asarray([[r[0][0] for r in resps] for resps in ours])
   expected = np.asarray([[r[0][0] for r in resps] for resps in ref])

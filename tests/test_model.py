@@ -125,6 +125,58 @@ def test_a_shared_prefix_of_batch_one_serves_every_row():
   assert np.abs(masked - logits).max() > 1e-3
 
 
+def test_local_layers_attend_to_the_window_of_a_long_memory_and_equal_the_full_pass():
+  config, model, params = _tiny()
+  w = config.sliding_window
+  tokens, positions = _inputs(1, 70)
+  full, _ = _forward(model, params, tokens, positions)
+  p = 60  # A memory longer than window + T - 1 slots: the gathered path.
+  _, kv = _forward(model, params, tokens[:, :p], positions[:, :p])
+  memory = cache.from_kv(kv, positions[:, :p], jnp.ones((1, p), bool))
+  rows = jnp.repeat(tokens[:, p:p + 4], 2, axis=0)
+  rows_pos = jnp.repeat(positions[:, p:p + 4], 2, axis=0)
+  assert p > w + 4 - 1
+  logits, _ = _forward(model, params, rows, rows_pos, memory=memory)
+  for row in range(2):
+    np.testing.assert_allclose(logits[row], full[0, p:p + 4], atol=2e-5, rtol=0)
+  # Rows far apart in position: their visible slots do not fit in the
+  # window's size together, so the batch attends to the whole memory; each
+  # row alone fits and takes the gathered path.
+  rows = jnp.stack([tokens[0, 10:14], tokens[0, p:p + 4]])
+  rows_pos = jnp.stack([positions[0, 10:14], positions[0, p:p + 4]])
+  layer0 = {k: v[0] if k in ('k', 'v') else v for k, v in memory.items()}
+  assert not cache.window(layer0, rows_pos, cache.causal_mask(jnp.ones_like(rows)),
+                          w, w + 3)[1]
+  logits, _ = _forward(model, params, rows, rows_pos, memory=memory)
+  np.testing.assert_allclose(logits[1], full[0, p:p + 4], atol=2e-5, rtol=0)
+  alone, _ = _forward(model, params, rows[:1], rows_pos[:1], memory=memory)
+  np.testing.assert_allclose(logits[0], alone[0], atol=2e-5, rtol=0)
+
+
+def test_window_gathers_exactly_the_visible_slots():
+  rng = np.random.default_rng(0)
+  s, w, size = 40, 8, 12
+  positions = jnp.asarray(np.sort(rng.choice(100, (2, s), replace=False), -1))
+  mask = jnp.asarray(rng.random((2, s)) < 0.8)
+  memory = {'k': jnp.arange(2 * s, dtype=jnp.float32).reshape(2, s, 1, 1),
+            'positions': positions, 'mask': mask}
+  memory['v'] = -memory['k']
+  q_pos = jnp.asarray([[60, 61, 62, 0], [90, 91, 92, 93]])
+  q_mask = cache.causal_mask(jnp.asarray([[1, 1, 1, 0], [1, 1, 1, 1]]))
+  got, fits = cache.window(memory, q_pos, q_mask, w, size)
+  counts = []
+  for m, (lo, hi) in enumerate([(60, 62), (90, 93)]):  # Padding query ignored.
+    want = [i for i in range(s) if mask[m, i] and lo - w < positions[m, i] <= hi]
+    n = int(got['mask'][m].sum())
+    counts.append(n)
+    assert n == len(want) and bool(fits)
+    np.testing.assert_array_equal(got['k'][m, :n, 0, 0], memory['k'][m, want, 0, 0])
+    np.testing.assert_array_equal(got['positions'][m, :n], positions[m, want])
+  assert max(counts) > 1
+  _, fits = cache.window(memory, q_pos, q_mask, w, max(counts) - 1)
+  assert not bool(fits)
+
+
 def test_packed_segments_equal_separate_sequences():
   _, model, params = _tiny()
   a, pos_a = _inputs(1, 12, seed=1)

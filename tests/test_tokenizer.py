@@ -189,13 +189,9 @@ PARITY = ROUND_TRIP + sorted(GOLDEN) + [
 ]
 
 
-@pytest.fixture(scope='module')
-def reference():
-  transformers = pytest.importorskip('transformers')
-  gguf_path = paths.embedded_gguf()
-  return transformers.AutoTokenizer.from_pretrained(
-      gguf_path.parent, gguf_file=gguf_path.name
-  )
+@pytest.fixture
+def reference(real_hf_tokenizer):
+  return real_hf_tokenizer
 
 
 def _assert_same_ids(ours: tokenizer.Tokenizer, reference) -> int:

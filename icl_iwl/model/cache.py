@@ -76,3 +76,50 @@ def write(
       'mask': jax.lax.dynamic_update_slice_in_dim(
           cache['mask'], mask_BT, index, axis=1),
   }
+
+
+def window(memory: Cache, positions_BT: jax.Array, mask_BTT: jax.Array,
+           sliding_window: int, size: int) -> tuple[Cache, jax.Array]:
+  """The slots of one layer's `memory` that a sliding-window layer can see,
+  gathered into `size` slots.
+
+  A query at position p sees a real slot at position q if p - window < q <= p;
+  the real queries (those that attend to themselves in `mask_BTT`) of a row
+  of memory batch M = B, or of the whole batch for M = 1, see the slots in
+  (min p - window, max p]. The gathered memory keeps them in slot order and
+  fills the rest with masked slots; attention over it equals attention over
+  the whole memory when every such slot fits.
+
+  Args:
+    memory: one layer's {'k', 'v': [M, S, K, H], 'positions', 'mask': [M, S]}.
+    positions_BT: [B, T] positions of the queries.
+    mask_BTT: [B, T, T] the queries' own mask (its diagonal marks real ones).
+    sliding_window: the layer's window.
+    size: slots to keep (window + T - 1 hold every visible slot when the
+      memory's positions are distinct and the real queries of a row lie
+      within T consecutive positions).
+
+  Returns:
+    (the gathered memory, [M, size, ...]; a bool scalar: whether every
+    visible slot fit).
+  """
+  m = memory['mask'].shape[0]
+  real_BT = jnp.diagonal(mask_BTT, axis1=1, axis2=2)
+  big = jnp.iinfo(jnp.int32).max
+  lo_B = jnp.where(real_BT, positions_BT, big).min(-1)
+  hi_B = jnp.where(real_BT, positions_BT, -big).max(-1)
+  if m != positions_BT.shape[0]:  # A memory shared by the batch.
+    lo_B, hi_B = lo_B.min(keepdims=True), hi_B.max(keepdims=True)
+  pos_MS = memory['positions']
+  seen_MS = memory['mask'] & (pos_MS > lo_B[:, None] - sliding_window) & (
+      pos_MS <= hi_B[:, None])
+  count_M = seen_MS.sum(-1)
+  index_MW = jax.vmap(lambda s: jnp.nonzero(s, size=size, fill_value=0)[0])(seen_MS)
+  take = lambda x: jnp.take_along_axis(
+      x, index_MW.reshape(index_MW.shape + (1,) * (x.ndim - 2)), axis=1)
+  gathered = {
+      'k': take(memory['k']), 'v': take(memory['v']),
+      'positions': take(pos_MS),
+      'mask': jnp.arange(size)[None, :] < count_M[:, None],
+  }
+  return gathered, jnp.all(count_M <= size)

@@ -118,11 +118,34 @@ class Attention(nn.Module):
 
     b, t, n, h = q_BTNH.shape
     q_BTKGH = q_BTNH.reshape(b, t, c.num_kv_heads, n // c.num_kv_heads, h)
+    memories = cache_lib.as_tuple(memory)
+    attend = lambda mems: self._attend(q_BTKGH, k_BTKH, v_BTKH, positions_BT,
+                                       mask_BTT, mems, local)
+    # A sliding-window layer sees at most window + T - 1 slots of a memory:
+    # attend to those, gathered, when a memory is longer (the full memory
+    # only if they do not fit, e.g. rows far apart in position).
+    size = c.sliding_window + t - 1 if local else None
+    if local and any(m['k'].shape[1] > size for m in memories):
+      windows = [cache_lib.window(m, positions_BT, mask_BTT, c.sliding_window, size)
+                 if m['k'].shape[1] > size else (m, True) for m in memories]
+      fits = jnp.all(jnp.asarray([f for _, f in windows]))
+      enc_BTKGH = jax.lax.cond(fits, attend, lambda _: attend(memories),
+                               tuple(w for w, _ in windows))
+    else:
+      enc_BTKGH = attend(memories)
+    out_BTD = self.attn_vec_einsum('BTNH,NHD->BTD', enc_BTKGH.reshape(b, t, n, h))
+    return out_BTD, {'k': k_BTKH, 'v': v_BTKH}
+
+  def _attend(self, q_BTKGH, k_BTKH, v_BTKH, positions_BT, mask_BTT,
+              memories: tuple[cache_lib.Cache, ...], local: bool) -> jax.Array:
+    """[B, T, K, G, H]: softmax attention of the queries over the memories'
+    slots and the T tokens' own keys (see `__call__`)."""
+    c = self.config
+    b = q_BTKGH.shape[0]
     # [B, T, K, G, T]
     logits = layers.einsum('BTKGH,BSKH->BTKGS', q_BTKGH, k_BTKH, self.dtype,
                            jnp.float32)
     mask_BTS, key_pos_BS = mask_BTT, positions_BT
-    memories = cache_lib.as_tuple(memory)
     for mem in reversed(memories):  # Keys in order: memories, then the tokens.
       # [B, T, K, G, S]
       mem_logits = self._memory_einsum('BTKGH,{}SKH->BTKGS', q_BTKGH, mem['k'],
@@ -154,8 +177,7 @@ class Attention(nn.Module):
             'BTKGS,{}SKH->BTKGH', probs[..., start:end], mem['v'], jnp.float32)
         start = end
       enc_BTKGH = enc_BTKGH.astype(self.dtype)
-    out_BTD = self.attn_vec_einsum('BTNH,NHD->BTD', enc_BTKGH.reshape(b, t, n, h))
-    return out_BTD, {'k': k_BTKH, 'v': v_BTKH}
+    return enc_BTKGH
 
   def _memory_einsum(self, eqn: str, x: jax.Array, mem: jax.Array, out_dtype):
     """Contracts with a memory of batch M = B, or M = 1 without broadcasting."""
