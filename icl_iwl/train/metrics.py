@@ -15,7 +15,6 @@ from typing import Mapping
 
 from absl import logging
 import jax
-import tensorboardX
 
 from icl_iwl import paths
 
@@ -32,6 +31,7 @@ class MetricsWriter:
       kept = [m for m in read(workdir) if m['step'] <= resume_step]
       with paths.atomic_path(self.jsonl) as tmp:
         tmp.write_text(''.join(json.dumps(m) + '\n' for m in kept))
+    import tensorboardX  # pylint: disable=g-import-not-at-top  # Imports torch: ~3 s.
     self._tb = tensorboardX.SummaryWriter(str(pathlib.Path(workdir) / 'tensorboard'),
                                           purge_step=resume_step + 1)
 
