@@ -10,9 +10,10 @@ Tiers (`pytest -m unit`, `-m "not real_model"`, ...), fastest first:
               resume, the jobs, the notebooks;
   real_model  the real Gemma 3 270M (several minutes, several GB).
 A test file's tier is below; a test marked with another tier keeps its own.
-Tests run tier by tier in that order, so the real 270M and transformers'
-copy of it (`real_rt`, `real_reference`, `real_hf_tokenizer`) are loaded once, after every other
-test, and shared by the real-model tests of all files.
+The real-model tests of all files run first, one after another in one
+worker, so the real 270M and transformers' copy of it (`real_rt`,
+`real_reference`, `real_hf_tokenizer`) are loaded once, shared, and dropped
+after the last of them; the other worker meanwhile runs the other tiers.
 """
 
 import os
@@ -53,6 +54,7 @@ def _tier(item: pytest.Item) -> str:
   return next((t for t in TIERS if item.get_closest_marker(t)), 'unit')
 
 
+@pytest.hookimpl(tryfirst=True)  # Before xdist reads the groups.
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
   for item in items:
     if not any(item.get_closest_marker(tier) for tier in TIERS):
@@ -63,11 +65,35 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     tier = _tier(item)
     item.add_marker(pytest.mark.xdist_group(
         'real_model' if tier == 'real_model' else item.path.name))
-  items.sort(key=lambda item: TIERS.index(_tier(item)))  # Stable: file order within.
+  # The longest group first, so that it runs beside the rest; then by tier.
+  order = ('real_model',) + TIERS[:-1]
+  items.sort(key=lambda item: order.index(_tier(item)))  # Stable: file order within.
 
 
-@pytest.fixture(scope='session')
+_REAL: dict[str, object] = {}  # The real-model objects, while their tests run.
+
+
+def _real(name: str, load):
+  if name not in _REAL:
+    _REAL[name] = load()
+  return _REAL[name]
+
+
+def pytest_runtest_teardown(item: pytest.Item, nextitem: pytest.Item | None) -> None:
+  """Drops the real-model objects after the last real-model test."""
+  del item
+  if _REAL and (nextitem is None or _tier(nextitem) != 'real_model'):
+    import gc  # pylint: disable=g-import-not-at-top
+    _REAL.clear()
+    gc.collect()
+
+
+@pytest.fixture
 def real_rt():
+  return _real('rt', _load_real_rt)
+
+
+def _load_real_rt():
   """The embedded Gemma 3 270M in float32 as a runtime on one device (the 8
   fake devices would hold 8 replicas), with a `score` config; ~1.1 GB."""
   from icl_iwl import config_lib  # pylint: disable=g-import-not-at-top
@@ -89,8 +115,12 @@ def real_rt():
       jax.device_put(params, device), tokenizer.load_default())
 
 
-@pytest.fixture(scope='session')
+@pytest.fixture
 def real_reference():
+  return _real('reference', _load_real_reference)
+
+
+def _load_real_reference():
   """transformers' own load of the embedded GGUF, float32, eval mode (~1.1 GB)."""
   import gc  # pylint: disable=g-import-not-at-top
   torch = pytest.importorskip('torch')
@@ -106,6 +136,24 @@ def real_reference():
 
 _TIER_SECONDS: dict[str, float] = {}
 _TIER_COUNTS: dict[str, int] = {}
+
+
+@pytest.fixture(autouse=True, scope='module')
+def _free_what_a_test_file_kept():
+  """After each test file: its functools caches (tiny runtimes, decoders,
+  jitted functions) and JAX's compiled programs are dropped, so a worker's
+  memory does not grow file after file."""
+  yield
+  import gc  # pylint: disable=g-import-not-at-top
+  import sys  # pylint: disable=g-import-not-at-top
+  for module in list(sys.modules.values()):
+    name = getattr(module, '__name__', '')
+    if name.startswith('test_') or name.startswith('tests.'):
+      for value in list(vars(module).values()):
+        if callable(getattr(value, 'cache_clear', None)):
+          value.cache_clear()
+  jax.clear_caches()
+  gc.collect()
 
 
 _PEAKS: list[tuple[float, str]] = []  # (process peak GB after a test, test).
@@ -147,8 +195,12 @@ def pytest_terminal_summary(terminalreporter) -> None:
                                 '; '.join(f'{p:.2f} {n}' for p, n in top))
 
 
-@pytest.fixture(scope='session')
+@pytest.fixture
 def real_hf_tokenizer():
+  return _real('hf_tokenizer', _load_real_hf_tokenizer)
+
+
+def _load_real_hf_tokenizer():
   """transformers' tokenizer converted from the embedded GGUF (takes minutes)."""
   transformers = pytest.importorskip('transformers')
   from icl_iwl import paths  # pylint: disable=g-import-not-at-top

@@ -8,9 +8,11 @@ stage that finished is skipped on rerun. Then `icl_iwl.report` collects the
 stages into <workdir>/report.md and its plots, and the table is printed.
 """
 
+import gc
 import json
 import pathlib
 
+import jax
 import ml_collections
 
 from icl_iwl import paths
@@ -32,6 +34,9 @@ def run(config: ml_collections.ConfigDict, workdir: pathlib.Path) -> dict[str, s
       tmp.write_text(f'(stage {name!r} of {workdir / "command.txt"})\n')
     with paths.atomic_path(sub / report.DONE) as tmp:
       tmp.write_text(json.dumps(result, indent=2, default=str) + '\n')
+    del result
+    jax.clear_caches()  # This stage's compiled programs and the arrays they
+    gc.collect()        # kept alive: memory stays flat from stage to stage.
   text = report.report(workdir, workdir / 'report', config.get('title', 'Experiment'))
   print(text)
   return {'report': str(workdir / 'report.md')}
