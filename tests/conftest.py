@@ -10,10 +10,11 @@ Tiers (`pytest -m unit`, `-m "not real_model"`, ...), fastest first:
               resume, the jobs, the notebooks;
   real_model  the real Gemma 3 270M (several minutes, several GB).
 A test file's tier is below; a test marked with another tier keeps its own.
-The real-model tests of all files run first, one after another in one
-worker, so the real 270M and transformers' copy of it (`real_rt`,
-`real_reference`, `real_hf_tokenizer`) are loaded once, shared, and dropped
-after the last of them; the other worker meanwhile runs the other tiers.
+The real-model tests of all files run one after another in one worker, then
+the end-to-end tests, while the other worker runs the unit and parity tests:
+the real 270M and transformers' copy of it (`real_rt`, `real_reference`,
+`real_hf_tokenizer`) are loaded once, shared, and dropped after the last
+real-model test.
 """
 
 import os
@@ -60,13 +61,13 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     if not any(item.get_closest_marker(tier) for tier in TIERS):
       item.add_marker(_FILE_TIER.get(item.path.name, 'unit'))
     # With `-n 2 --dist loadgroup` (pytest.ini) a file runs in one worker,
-    # so its module fixtures are built once, and every real-model test runs
-    # in one worker, which loads the 270M once.
-    tier = _tier(item)
-    item.add_marker(pytest.mark.xdist_group(
-        'real_model' if tier == 'real_model' else item.path.name))
-  # The longest group first, so that it runs beside the rest; then by tier.
-  order = ('real_model',) + TIERS[:-1]
+    # so its module fixtures are built once; the heavy tiers (whole jobs,
+    # subprocesses, the real 270M) run one after another in one worker, so
+    # that two of them never hold memory at once: the 270M is loaded once.
+    heavy = _tier(item) in ('e2e', 'real_model')
+    item.add_marker(pytest.mark.xdist_group('heavy' if heavy else item.path.name))
+  # The heavy group first, so that it runs beside the rest; then by tier.
+  order = ('real_model', 'e2e', 'unit', 'parity')
   items.sort(key=lambda item: order.index(_tier(item)))  # Stable: file order within.
 
 
