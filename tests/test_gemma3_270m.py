@@ -23,14 +23,11 @@ from icl_iwl import paths
 from icl_iwl.checkpoints import gguf
 from icl_iwl.checkpoints import params as params_lib
 from icl_iwl.data import datasets
-from icl_iwl.data import tokenizer
 from icl_iwl.eval import packing
 from icl_iwl.eval import probes
 from icl_iwl.eval import scoring
 from icl_iwl.model import cache
-from icl_iwl.model import gemma
 from icl_iwl.model import presets
-from icl_iwl.sharding import mesh as mesh_lib
 
 pytestmark = pytest.mark.real_model
 
@@ -120,26 +117,11 @@ def test_a_damaged_cache_is_named_and_rebuilt_equal_to_the_cached_conversion(
           shared.with_name(checksum).read_text())
 
 
-@pytest.fixture
-def ours(real_rt) -> tuple[gemma.Transformer, dict]:
-  """Our model and its params, on one device (conftest's `real_rt`)."""
-  return real_rt.model, real_rt.params
-
-
-@pytest.fixture
-def reference(real_reference):
-  return real_reference
-
-
-def _one_device() -> jax.sharding.Mesh:
-  return mesh_lib.make_mesh(mesh_lib.DEFAULT_MESH, jax.devices()[:1])
-
-
-def test_logits_match_transformers_gguf_load(reference, ours):
+def test_logits_match_transformers_gguf_load(real_rt, real_reference):
   import torch  # pylint: disable=g-import-not-at-top
 
-  model, params = ours
-  tokens = tokenizer.load_default().encode(_TEXT, add_bos=True)
+  model, params, reference = real_rt.model, real_rt.params, real_reference
+  tokens = real_rt.tok.encode(_TEXT, add_bos=True)
   length = len(tokens)
   assert 600 < length < 1024, length  # Past the 512 sliding window.
   assert reference.config.final_logit_softcapping is None  # Logits = lm_head(h).
@@ -201,35 +183,34 @@ def _torch_logprobs(reference, tok, item) -> list[float]:
   return out
 
 
-def test_scorer_matches_a_straightforward_reference_on_every_probe_type(reference, ours):
-  model, params = ours
-  tok = tokenizer.load_default()
+def test_scorer_matches_a_straightforward_reference_on_every_probe_type(real_rt,
+                                                                       real_reference):
+  model, params, tok = real_rt.model, real_rt.params, real_rt.tok
   items = _probe_items()
   assert len(items) == 2 * 18  # Two of every probe split of the five datasets.
   scorer = scoring.Scorer(model, params, tok, scoring.ScorerConfig(buckets=(256,)),
-                          _one_device())
+                          real_rt.mesh)
   scores = scorer.score(items)
   worst = 0.0
   for item, score in zip(items, scores):
-    expected = _torch_logprobs(reference, tok, item)
+    expected = _torch_logprobs(real_reference, tok, item)
     worst = max(worst, float(np.abs(np.asarray(score.logprob) - expected).max()))
   assert worst <= 1e-3, worst
 
 
-def test_shared_context_matches_the_uncached_path_and_the_reference(reference, ours):
-  model, params = ours
-  tok = tokenizer.load_default()
+def test_shared_context_matches_the_uncached_path_and_the_reference(real_rt, real_reference):
+  model, params, tok = real_rt.model, real_rt.params, real_rt.tok
   reversals = datasets.resolve('reversals', 'small')
   documents = reversals.records('train')
   context = '\n\n'.join(d['text'] for d in documents[:12]) + '\n\n'
   items = [dataclasses.replace(i, context=context)
            for i in probes.items(reversals.records('test_reversal', 4))]
   cached = scoring.Scorer(model, params, tok, scoring.ScorerConfig(context_chunk=128),
-                          _one_device())
+                          real_rt.mesh)
   uncached = scoring.Scorer(model, params, tok,
                             scoring.ScorerConfig(share_context=False, buckets=(512, 1024)),
-                            _one_device())
+                            real_rt.mesh)
   for item, a, b in zip(items, cached.score(items), uncached.score(items)):
     np.testing.assert_allclose(a.logprob, b.logprob, atol=1e-3, rtol=0)
-    np.testing.assert_allclose(a.logprob, _torch_logprobs(reference, tok, item),
+    np.testing.assert_allclose(a.logprob, _torch_logprobs(real_reference, tok, item),
                                atol=1e-3, rtol=0)

@@ -189,11 +189,6 @@ PARITY = ROUND_TRIP + sorted(GOLDEN) + [
 ]
 
 
-@pytest.fixture
-def reference(real_hf_tokenizer):
-  return real_hf_tokenizer
-
-
 def _assert_same_ids(ours: tokenizer.Tokenizer, reference) -> int:
   """Compares ids with and without BOS; returns how many strings matched."""
   for text in PARITY:
@@ -209,7 +204,8 @@ def rebuilt_model() -> bytes:
 
 
 @pytest.mark.real_model
-def test_parity_gguf_rebuild(reference, rebuilt_model):
+def test_parity_gguf_rebuild(real_hf_tokenizer, rebuilt_model):
+  reference = real_hf_tokenizer
   assert len(set(PARITY)) >= 100
   ours = tokenizer.from_sentencepiece_model(rebuilt_model)
   assert ours.vocab_size == len(reference) == 262144
@@ -229,7 +225,8 @@ def test_cache_matches_rebuild(rebuilt_model):
 
 
 @pytest.mark.real_model
-def test_parity_hf_dir(reference, tmp_path):
+def test_parity_hf_dir(real_hf_tokenizer, tmp_path):
+  reference = real_hf_tokenizer
   reference.save_pretrained(tmp_path)
   assert (tmp_path / 'tokenizer.json').is_file()
   ours = tokenizer.from_hf_dir(tmp_path)
