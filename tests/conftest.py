@@ -17,8 +17,10 @@ the real 270M and transformers' copy of it (`real_rt`, `real_reference`,
 real-model test.
 """
 
+import gc
 import os
 import resource
+import sys
 
 # Must happen before jax is imported anywhere.
 os.environ['XLA_FLAGS'] = (
@@ -84,7 +86,6 @@ def pytest_runtest_teardown(item: pytest.Item, nextitem: pytest.Item | None) -> 
   """Drops the real-model objects after the last real-model test."""
   del item
   if _REAL and (nextitem is None or _tier(nextitem) != 'real_model'):
-    import gc  # pylint: disable=g-import-not-at-top
     _REAL.clear()
     gc.collect()
 
@@ -123,7 +124,6 @@ def real_reference():
 
 def _load_real_reference():
   """transformers' own load of the embedded GGUF, float32, eval mode (~1.1 GB)."""
-  import gc  # pylint: disable=g-import-not-at-top
   torch = pytest.importorskip('torch')
   transformers = pytest.importorskip('transformers')
   from icl_iwl import paths  # pylint: disable=g-import-not-at-top
@@ -133,6 +133,20 @@ def _load_real_reference():
       str(path.parent), gguf_file=path.name, dtype=torch.float32)
   gc.collect()  # Whatever the GGUF load left in reference cycles.
   return model.eval()
+
+
+@pytest.fixture
+def real_hf_tokenizer():
+  return _real('hf_tokenizer', _load_real_hf_tokenizer)
+
+
+def _load_real_hf_tokenizer():
+  """transformers' tokenizer converted from the embedded GGUF (takes minutes)."""
+  transformers = pytest.importorskip('transformers')
+  from icl_iwl import paths  # pylint: disable=g-import-not-at-top
+
+  path = paths.embedded_gguf()
+  return transformers.AutoTokenizer.from_pretrained(path.parent, gguf_file=path.name)
 
 
 _TIER_SECONDS: dict[str, float] = {}
@@ -145,8 +159,6 @@ def _free_what_a_test_file_kept():
   jitted functions) and JAX's compiled programs are dropped, so a worker's
   memory does not grow file after file."""
   yield
-  import gc  # pylint: disable=g-import-not-at-top
-  import sys  # pylint: disable=g-import-not-at-top
   for module in list(sys.modules.values()):
     name = getattr(module, '__name__', '')
     if name.startswith('test_') or name.startswith('tests.'):
@@ -188,23 +200,13 @@ def pytest_terminal_summary(terminalreporter) -> None:
         f'{t} {_TIER_COUNTS.get(t, 0)} tests {_TIER_SECONDS.get(t, 0.0):.0f} s'
         for t in TIERS))
   if _PEAKS:
-    first = {}  # The first test after which each peak was reached.
+    first = {}  # Each peak value, with the first test after which it stood;
     for peak, nodeid in _PEAKS:
       first.setdefault(round(peak, 2), nodeid)
-    top = sorted(first.items(), reverse=True)[:5]
+    top, seen = [], set()  # a test once (its setup and call report the same peak).
+    for peak, nodeid in sorted(first.items(), reverse=True):
+      if nodeid not in seen and len(top) < 5:
+        top.append((peak, nodeid))
+        seen.add(nodeid)
     terminalreporter.write_line('peak memory (GB, per process) first reached in: ' +
                                 '; '.join(f'{p:.2f} {n}' for p, n in top))
-
-
-@pytest.fixture
-def real_hf_tokenizer():
-  return _real('hf_tokenizer', _load_real_hf_tokenizer)
-
-
-def _load_real_hf_tokenizer():
-  """transformers' tokenizer converted from the embedded GGUF (takes minutes)."""
-  transformers = pytest.importorskip('transformers')
-  from icl_iwl import paths  # pylint: disable=g-import-not-at-top
-
-  path = paths.embedded_gguf()
-  return transformers.AutoTokenizer.from_pretrained(path.parent, gguf_file=path.name)
