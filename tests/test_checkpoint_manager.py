@@ -1,5 +1,8 @@
 """Orbax checkpointing policy and atomic cache writes (no training needed)."""
 
+import logging
+
+import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
@@ -44,6 +47,29 @@ def test_restore_into_other_shapes_names_them(tmp_path):
     ckpt.restore(wrong)
   with pytest.raises(KeyError, match="best_metric 'acc' is not among"):
     manager.Checkpointer(tmp_path / 'b', best_metric='acc').save(1, _state(1), {}, {'x': 1})
+
+
+def test_a_save_on_8_devices_compiles_nothing_and_restores_equal(tmp_path, caplog):
+  """Orbax's replica-parallel save would slice each replicated array on device
+  (one compiled program per array shape and replica): CPU writes it whole."""
+  mesh = jax.make_mesh((8,), ('data',))
+  replicated = jax.NamedSharding(mesh, jax.P())
+  split = jax.NamedSharding(mesh, jax.P('data'))
+  w = np.arange(64 * 3, dtype=np.float32).reshape(64, 3)
+  state = {'step': jax.device_put(np.int32(3), replicated),
+           'params': {'w': jax.device_put(w, replicated),
+                      'v': jax.device_put(-w, split)}}
+  ckpt = manager.Checkpointer(tmp_path, async_save=False)
+  with jax.log_compiles(), caplog.at_level(logging.WARNING):
+    ckpt.save(1, state, {'next': 1})
+  assert not [r.getMessage() for r in caplog.records if 'Compiling' in r.getMessage()]
+  target = jax.tree.map(jnp.zeros_like, state)
+  restored, data = ckpt.restore(target)
+  assert data == {'next': 1}
+  np.testing.assert_array_equal(restored['params']['w'], w)
+  np.testing.assert_array_equal(restored['params']['v'], -w)
+  assert restored['params']['v'].sharding == split
+  ckpt.close()
 
 
 def test_atomic_path_leaves_nothing_behind_on_failure(tmp_path):
