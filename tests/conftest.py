@@ -20,12 +20,22 @@ real-model test.
 import gc
 import os
 import resource
+import shutil
 import sys
+import tempfile
 
 # Must happen before jax is imported anywhere.
 os.environ['XLA_FLAGS'] = (
     os.environ.get('XLA_FLAGS', '') + ' --xla_force_host_platform_device_count=8'
 )
+# One persistent compilation cache per run, made by the first process
+# (pytest, or xdist's controller) and inherited by the workers and by the
+# subprocesses tests start: a program the tiny model needs in many tests and
+# jobs compiles once. Removed at the end of the run (`pytest_unconfigure`).
+_OWN_CACHE = 'JAX_COMPILATION_CACHE_DIR' not in os.environ
+if _OWN_CACHE:
+  os.environ['JAX_COMPILATION_CACHE_DIR'] = tempfile.mkdtemp(prefix='icl_iwl-jax-cache-')
+  os.environ['JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS'] = '0.3'
 os.environ.setdefault('HF_HUB_OFFLINE', '1')
 os.environ.setdefault('TOKENIZERS_PARALLELISM', 'false')
 
@@ -210,3 +220,9 @@ def pytest_terminal_summary(terminalreporter) -> None:
         seen.add(nodeid)
     terminalreporter.write_line('peak memory (GB, per process) first reached in: ' +
                                 '; '.join(f'{p:.2f} {n}' for p, n in top))
+
+
+def pytest_unconfigure(config) -> None:
+  del config
+  if _OWN_CACHE:
+    shutil.rmtree(os.environ['JAX_COMPILATION_CACHE_DIR'], ignore_errors=True)
