@@ -45,7 +45,8 @@ def _cpu() -> tuple[str, set[str]]:
 
 
 def machine() -> dict[str, Any]:
-  """Cores, CPU (and its native bf16 support), thread counts, versions, date."""
+  """Cores, CPU, its vector flags (AVX2, AVX-512, native bf16: AVX512-BF16 and
+  AMX), thread counts, versions, date."""
   import jax  # pylint: disable=g-import-not-at-top
   import torch  # pylint: disable=g-import-not-at-top
 
@@ -59,6 +60,7 @@ def machine() -> dict[str, Any]:
   return {
       'cpu': cpu,
       'cpu_bf16': sorted(flags & {'avx512_bf16', 'amx_bf16'}),
+      'cpu_flags': sorted(flags & {'avx2', 'avx512f', 'avx512_bf16', 'amx_bf16', 'amx_tile'}),
       'cores': os.cpu_count(),
       'torch_threads': torch.get_num_threads(),
       'jax': jax.__version__,

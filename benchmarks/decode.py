@@ -165,9 +165,6 @@ def main(argv):
   torch_model = common.torch_model()
   documents = _documents()
   machine = common.machine()
-  _, cpu_flags = common._cpu()  # pylint: disable=protected-access
-  machine['cpu_flags'] = sorted(
-      cpu_flags & {'avx2', 'avx512f', 'avx512_bf16', 'amx_bf16', 'amx_tile'})
   for name in _CASES.value:
     if name == 'short':
       prompts = _prompts(tok, documents, _BATCH.value, _PROMPT_TOKENS.value)

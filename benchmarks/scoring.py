@@ -420,9 +420,6 @@ def main(argv):
       items = _probe_items(_NUM_ICL_ITEMS.value, context)
     result[case] = _case(case, items, scorer, tok, reference, torch_model, hf_tok)
   result['machine'] = common.machine()
-  _, cpu_flags = common._cpu()  # pylint: disable=protected-access
-  result['machine']['cpu_flags'] = sorted(
-      cpu_flags & {'avx2', 'avx512f', 'avx512_bf16', 'amx_bf16', 'amx_tile'})
   print(json.dumps(result), flush=True)
 
 
