@@ -186,18 +186,23 @@ def test_preempted_runs_stop_the_sweep_and_resume_on_rerun(tmp_path, monkeypatch
 
 
 @pytest.mark.e2e
-def test_sigterm_to_a_sweep_preempts_its_run_and_a_rerun_finishes_it(tmp_path):
-  """End to end: SIGTERM reaches the running child through the sweep; the
-  child checkpoints and exits 75, and the rerun resumes it to the last step."""
-  runs = [{'train.steps': 6}]
+def test_a_sweep_trains_its_runs_resumes_a_preempted_one_then_skips_them(
+    tmp_path, monkeypatch):
+  """End to end on the tiny preset: SIGTERM reaches the running child through
+  the sweep, which checkpoints and exits 75, and the sweep stops there; the
+  rerun resumes it to its last step and trains the next run; a third run of
+  the sweep starts no process."""
+  runs = [{'train.steps': 6, 'train.learning_rate': 1e-3},
+          {'train.steps': 2, 'train.learning_rate': 3e-3}]
   config = _sweep_config(tmp_path, runs, _TINY + ('c.checkpoint.every = 1',)) + ':reversals,tiny'
   root = tmp_path / 'root'
-  env = dict(os.environ, XLA_FLAGS='--xla_force_host_platform_device_count=1',
-             JAX_PLATFORMS='cpu')
+  env = dict(os.environ, JAX_PLATFORMS='cpu', XLA_FLAGS=(
+      os.environ['XLA_FLAGS'] + ' --xla_force_host_platform_device_count=1'))
   proc = subprocess.Popen([sys.executable, '-m', 'launch.sweep', f'--config={config}',
                            f'--root={root}'], cwd=_REPO, env=env, text=True,
                           stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-  workdir = root / 'train.steps=6'
+  names = ['train.learning_rate=0.001,train.steps=6', 'train.learning_rate=0.003,train.steps=2']
+  workdir = root / names[0]
   deadline = time.time() + 600
   while not (workdir / 'checkpoints' / '1').exists() and time.time() < deadline:
     assert proc.poll() is None, proc.communicate()
@@ -206,38 +211,26 @@ def test_sigterm_to_a_sweep_preempts_its_run_and_a_rerun_finishes_it(tmp_path):
   _, err = proc.communicate(timeout=600)
   assert proc.returncode == sweep.EXIT_PREEMPTED, err[-3000:]
   index = json.loads((root / sweep.INDEX).read_text())['runs']
-  assert index['train.steps=6']['status'] == 'preempted'
-  assert not (workdir / sweep.DONE).exists()
+  assert index[names[0]]['status'] == 'preempted'
+  assert index[names[1]]['status'] == 'pending'  # The machine is going away.
+  assert not (workdir / sweep.DONE).exists() and not (root / names[1]).exists()
   steps = [int(p.name) for p in (workdir / 'checkpoints').iterdir() if p.name.isdigit()]
   assert max(steps) < 6
-  proc = _sweep_cli(f'--config={config}', f'--root={root}', env=env)
-  assert proc.returncode == 0, proc.stderr[-3000:]
-  assert json.loads((workdir / sweep.DONE).read_text())['train/loss'] > 0
-  logged = [json.loads(line)['step'] for line in
-            (workdir / 'metrics.jsonl').read_text().splitlines()]
-  assert logged == sorted(set(logged)) and logged[-1] == 6
 
-
-@pytest.mark.e2e
-def test_sweep_trains_every_run_then_skips_them(tmp_path, monkeypatch):
-  """End to end: two real 2-step runs on the tiny preset, then a rerun."""
-  runs = [{'train.steps': 2, 'train.learning_rate': lr} for lr in (1e-3, 3e-3)]
-  config = _sweep_config(tmp_path, runs, _TINY) + ':reversals,tiny'
-  root = tmp_path / 'root'
-  env = dict(os.environ, XLA_FLAGS='--xla_force_host_platform_device_count=1',
-             JAX_PLATFORMS='cpu')
   proc = _sweep_cli(f'--config={config}', f'--root={root}', env=env)
   assert proc.returncode == 0, proc.stderr[-5000:]
-  names = ['train.learning_rate=0.001,train.steps=2', 'train.learning_rate=0.003,train.steps=2']
   index = json.loads((root / sweep.INDEX).read_text())
   assert list(index['runs']) == names
   assert [entry['status'] for entry in index['runs'].values()] == ['done', 'done']
+  logged = [json.loads(line)['step'] for line in
+            (workdir / 'metrics.jsonl').read_text().splitlines()]
+  assert logged == sorted(set(logged)) and logged[-1] == 6
   for name, overrides in zip(names, runs):
     assert json.loads((root / name / sweep.DONE).read_text())['train/loss'] > 0
     used = json.loads((root / name / 'config.json').read_text())
-    assert used['train']['steps'] == 2
+    assert used['train']['steps'] == overrides['train.steps']
     assert used['train']['learning_rate'] == overrides['train.learning_rate']
-  # The rerun starts no process.
+  # The third run starts no process.
   ran = _fake_runs(monkeypatch, {})
   base, sweep_runs = sweep.load(config)
   sweep.check(base, sweep_runs)
