@@ -32,8 +32,8 @@ def _config(*words: str, **train):
 
 def _main(workdir, *flags, devices: int = 8, wait: bool = True):
   """python -m icl_iwl.main with the tiny finetune config, on `devices` CPUs."""
-  env = dict(os.environ, XLA_FLAGS=f'--xla_force_host_platform_device_count={devices}',
-             JAX_PLATFORMS='cpu')
+  env = dict(os.environ, JAX_PLATFORMS='cpu', XLA_FLAGS=(
+      os.environ['XLA_FLAGS'] + f' --xla_force_host_platform_device_count={devices}'))
   cmd = [sys.executable, '-m', 'icl_iwl.main', f'--config={_CONFIG}:reversals,tiny',
          f'--workdir={workdir}', '--config.eval.every=0', *flags]
   proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
