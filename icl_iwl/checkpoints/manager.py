@@ -7,6 +7,7 @@ aside on restore and the one before it is used. Kept: the last `keep` checkpoint
 is set, the best one by that eval metric.
 """
 
+import functools
 import pathlib
 from typing import Any
 
@@ -22,6 +23,7 @@ from icl_iwl.model import presets
 from icl_iwl.model import scan
 
 
+@functools.cache  # A process-wide registration: once is enough.
 def _write_replicated_arrays_whole_on_cpu() -> None:
   """On CPU, replica 0 writes each replicated array whole.
 
