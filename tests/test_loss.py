@@ -67,6 +67,24 @@ def test_huge_logits_stay_finite():
   assert all(bool(jnp.all(jnp.isfinite(g))) for g in grads)
 
 
+@pytest.mark.parametrize('softcap', [None, 4.0])
+def test_bfloat16_chunks_over_positions_give_the_one_chunk_loss_and_gradients(
+    softcap, monkeypatch):
+  inputs = _inputs()
+  value_and_grad = jax.jit(jax.value_and_grad(
+      lambda x, e, t, w: loss_lib.cross_entropy_sum(x, e, t, w, jnp.bfloat16, softcap),
+      (0, 1)))
+  whole = value_and_grad(*inputs)  # [3, 7, 23] logits: one chunk.
+  # 7 positions in 4 chunks of 2, the last one padded.
+  monkeypatch.setattr(loss_lib, 'CHUNK_BYTES', 4 * 3 * 23 * 2)
+  chunked = jax.jit(jax.value_and_grad(
+      lambda x, e, t, w: loss_lib.cross_entropy_sum(x, e, t, w, jnp.bfloat16, softcap),
+      (0, 1)))(*inputs)
+  assert loss_lib._chunks(inputs[0], 23, jnp.bfloat16).shape == (4, 3, 2, 16)  # pylint: disable=protected-access
+  for got, want in zip(jax.tree.leaves(chunked), jax.tree.leaves(whole)):
+    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)
+
+
 def test_bfloat16_compute_is_close_to_float32():
   x_BLD, embedding_VD, targets_BL, weights_BL = _inputs()
   grad = jax.grad(loss_lib.cross_entropy_sum, (0, 1))
