@@ -374,19 +374,34 @@ def _check_dataset(block: str, name: str, config: str, splits: Sequence[str],
   missing)."""
   from icl_iwl.data import datasets  # pylint: disable=g-import-not-at-top
   try:
-    ds = datasets.resolve(name, config)
-    valid = ds.probe_splits() if probes else ds.splits()
+    label = datasets.resolve(name, config).label
+    valid = (_splits if datasets.is_user(name) else _builtin_splits)(
+        name, config, probes)
   except errors.UserError as e:
     raise ConfigError(f'config.{block}.dataset: {e}') from None
   if probes and not valid:
-    raise ConfigError(f'config.{block}.dataset: {ds.label} has no multiple-choice '
+    raise ConfigError(f'config.{block}.dataset: {label} has no multiple-choice '
                       'probe splits.')
   for split in splits:
     if split not in valid:
       what = 'probe split' if probes else 'split'
       field = 'splits' if probes else 'split'
       raise ConfigError(registry.unknown_name_message(
-          f'{what} of {ds.label} in config.{block}.{field}:', split, valid))
+          f'{what} of {label} in config.{block}.{field}:', split, valid))
+
+
+def _splits(name: str, config: str, probes: bool) -> list[str]:
+  """The probe splits (or all splits) of a dataset."""
+  from icl_iwl.data import datasets  # pylint: disable=g-import-not-at-top
+  ds = datasets.resolve(name, config)
+  return ds.probe_splits() if probes else ds.splits()
+
+
+# A built-in dataset's splits and records are read once per process (many
+# configs and experiment stages check the same ones; reading them back from
+# TFDS takes ~0.1 s a split, ictrain/full's 6000 pairs seconds); an imported
+# dataset's are read every time (it may be rewritten).
+_builtin_splits = functools.lru_cache(maxsize=64)(_splits)
 
 
 def eval_dataset(config: ConfigDict) -> tuple[str, str]:
@@ -410,10 +425,10 @@ def _check_augment(a: ConfigDict) -> None:
   from icl_iwl.data import datasets
   from icl_iwl.data.builders import user
   _check_dataset('augment', a.dataset, a.config, [a.split], probes=False)
-  source = datasets.resolve(a.dataset, a.config)
-  _require(bool(source.documents(a.split)), 'augment.dataset', a.dataset,
-           f'{source.label} has no documents (records with a text) in split '
-           f'{a.split!r} to augment')
+  _require(any(r.get('text') for r in _split_records(a.dataset, a.config, a.split)),
+           'augment.dataset', a.dataset,
+           f'{datasets.resolve(a.dataset, a.config).label} has no documents '
+           f'(records with a text) in split {a.split!r} to augment')
   for field in ('samples', 'max_new_tokens', 'batch_size', 'context_budget'):
     _require(a[field] > 0, f'augment.{field}', a[field], 'must be > 0')
   _require(a.limit >= 0, 'augment.limit', a.limit, 'must be >= 0')
@@ -431,16 +446,15 @@ def _check_augment(a: ConfigDict) -> None:
 
 
 def _split_records(name: str, config: str, split: str) -> list[dict[str, Any]]:
-  """A split's records for the checks; a built-in dataset's are decoded once
-  per process (an experiment validates many stages on one split; decoding
-  ictrain/full's 6000 pairs takes seconds)."""
+  """A split's records for the checks (a built-in dataset's once per
+  process, see `_builtin_splits`)."""
   from icl_iwl.data import datasets  # pylint: disable=g-import-not-at-top
   if datasets.is_user(name):  # An imported dataset may be rewritten.
     return datasets.resolve(name, config).records(split)
   return _builtin_records(name, config, split)
 
 
-@functools.lru_cache(maxsize=4)
+@functools.lru_cache(maxsize=64)
 def _builtin_records(name: str, config: str, split: str) -> list[dict[str, Any]]:
   from icl_iwl.data import datasets  # pylint: disable=g-import-not-at-top
   return datasets.resolve(name, config).records(split)
