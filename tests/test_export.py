@@ -442,16 +442,17 @@ def test_real_270m_exports_to_transformers(tmp_path, real_rt):
     assert read_back.encode(text, add_bos=True) == want, text
   shutil.rmtree(tmp_path / 'hf')
 
-  # GGUF: transformers' GGUF loader and ours read it back.
+  # GGUF: our loader reads back the architecture (compared with the preset
+  # field by field), every weight, and a tokenizer with our ids. That
+  # transformers' GGUF loader reads our files with our logits is tested on
+  # the tiny Gemma 3 above (on the real file it is a 2-minute dequantizing
+  # load of what our reader already checks here).
+  del expected
   export.export('embedded', f'gguf:{tmp_path / "out.gguf"}')
-  reference = transformers.AutoModelForCausalLM.from_pretrained(
-      tmp_path, gguf_file='out.gguf', dtype=torch.float32).eval()
-  got = _torch_logits(reference, tokens)
-  del reference
-  diff = np.abs(np.subtract(got, expected, out=got), out=got)
-  assert diff.max() <= 5e-4, diff.max()
-  del got, diff, expected
-  _, loaded, _ = gguf.load(tmp_path / 'out.gguf', real_rt.model.config)
+  _, loaded, read_tok = gguf.load(tmp_path / 'out.gguf', real_rt.model.config)
+  for text in texts:
+    assert read_tok.encode(text, add_bos=True) == ours.encode(text, add_bos=True), text
+  assert gguf.transformers_misreads(real_rt.model.config) == []
   loaded = params_lib.flatten(loaded)
   for key, value in params_lib.flatten(jax.device_get(real_rt.params)).items():
     tolerance = 1e-6 if key.endswith('scale') else 0  # Norms stored as 1 + w.
