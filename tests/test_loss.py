@@ -71,15 +71,16 @@ def test_huge_logits_stay_finite():
 def test_bfloat16_chunks_over_positions_give_the_one_chunk_loss_and_gradients(
     softcap, monkeypatch):
   inputs = _inputs()
-  value_and_grad = jax.jit(jax.value_and_grad(
-      lambda x, e, t, w: loss_lib.cross_entropy_sum(x, e, t, w, jnp.bfloat16, softcap),
-      (0, 1)))
-  whole = value_and_grad(*inputs)  # [3, 7, 23] logits: one chunk.
+
+  def value_and_grad():  # Traced afresh: CHUNK_BYTES is read at trace time.
+    return jax.jit(jax.value_and_grad(
+        lambda x, e, t, w: loss_lib.cross_entropy_sum(x, e, t, w, jnp.bfloat16, softcap),
+        (0, 1)))(*inputs)
+
+  whole = value_and_grad()  # [3, 7, 23] logits: one chunk.
   # 7 positions in 4 chunks of 2, the last one padded.
   monkeypatch.setattr(loss_lib, 'CHUNK_BYTES', 4 * 3 * 23 * 2)
-  chunked = jax.jit(jax.value_and_grad(
-      lambda x, e, t, w: loss_lib.cross_entropy_sum(x, e, t, w, jnp.bfloat16, softcap),
-      (0, 1)))(*inputs)
+  chunked = value_and_grad()
   assert loss_lib._chunks(inputs[0], 23, jnp.bfloat16).shape == (4, 3, 2, 16)  # pylint: disable=protected-access
   for got, want in zip(jax.tree.leaves(chunked), jax.tree.leaves(whole)):
     np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)

@@ -99,6 +99,12 @@ def _chunks(x_BLD, vocab, dtype):
   return jnp.moveaxis(x_BLD.reshape(batch, count, size, -1), 1, 0)
 
 
+def _unchunk(a_MBQ, length):
+  """[B, L, ...]: the inverse of `_chunks` for a [M, B, Q, ...] array."""
+  return jnp.moveaxis(a_MBQ, 0, 1).reshape(
+      a_MBQ.shape[1], -1, *a_MBQ.shape[3:])[:, :length]
+
+
 def _fwd(x_BLD, embedding_VD, targets_BL, weights_BL, dtype, softcap):
   # The [B, L, V] exponentials are computed chunk by chunk over positions and
   # kept in the compute dtype, in the chunked layout the backward reads.
@@ -116,10 +122,7 @@ def _fwd(x_BLD, embedding_VD, targets_BL, weights_BL, dtype, softcap):
     max_MBQ, sum_MBQ, exp_MBQV = (a[None] for a in chunk(x_MBQD[0]))
   else:
     max_MBQ, sum_MBQ, exp_MBQV = jax.lax.map(chunk, x_MBQD)
-  length = x_BLD.shape[1]
-  unchunk = lambda a_MBQ: jnp.moveaxis(a_MBQ, 0, 1).reshape(  # noqa: E731
-      x_BLD.shape[0], -1)[:, :length]
-  max_BL, sum_BL = unchunk(max_MBQ), unchunk(sum_MBQ)
+  max_BL, sum_BL = (_unchunk(a, x_BLD.shape[1]) for a in (max_MBQ, sum_MBQ))
   target_BL, e_BLD, dcap_BL = _target_logits(x_BLD, embedding_VD, targets_BL,
                                              dtype, softcap)
   loss = jnp.sum(weights_BL * (max_BL + jnp.log(sum_BL) - target_BL))
@@ -142,8 +145,7 @@ def _bwd(dtype, softcap, residuals, g):
   # [B, L, D]
   dx_MBQD = scale_MBQ1 * layers.einsum('MBQV,VD->MBQD', exp_MBQV, embedding_VD,
                                        dtype, jnp.float32)
-  batch, length, depth = x_BLD.shape
-  dx_BLD = (jnp.moveaxis(dx_MBQD, 0, 1).reshape(batch, -1, depth)[:, :length]
+  dx_BLD = (_unchunk(dx_MBQD, x_BLD.shape[1])
             - onehot_BL1 * e_BLD.astype(jnp.float32))
   # [V, D]. In f32, as [D, V] then transposed: 'MBQD,MBQV->DV' reads the
   # exponentials in their own layout and XLA folds the transpose into the
@@ -158,7 +160,7 @@ def _bwd(dtype, softcap, residuals, g):
     de_VD = layers.einsum('MBQV,MBQD->VD', exp_MBQV, sx_MBQD, dtype,
                           jnp.float32)
   de_VD = de_VD.at[targets_BL.reshape(-1)].add(
-      -(onehot_BL1 * x32_BLD).reshape(-1, depth))
+      -(onehot_BL1 * x32_BLD).reshape(-1, x_BLD.shape[-1]))
   return (dx_BLD.astype(x_BLD.dtype), de_VD.astype(embedding_VD.dtype), None,
           None)
 
