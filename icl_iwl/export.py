@@ -16,7 +16,8 @@ adapters are merged into its weights first). --to is
              with the tokenizer metadata of the source's GGUF.
 The tokenizer is the source's: a run's is that of the checkpoint it was
 trained from. transformers builds the tokenizer files of a GGUF tokenizer
-(pip install -e ".[export]"; ~1-2 min for Gemma 3's 262k tokens).
+(pip install -e ".[export]"; ~1 min for Gemma 3's 262k tokens), once per
+GGUF file: they are cached in $ICL_IWL_CACHE/hf_tokenizers/.
 
 Every mistake in the flags (an unknown scheme or dtype, a missing source, an
 existing destination without --overwrite, a directory that cannot be
@@ -163,20 +164,39 @@ def read(source: str) -> tuple[presets.GemmaConfig, params_lib.Params]:
   return preset, load._params(source, preset)  # pylint: disable=protected-access
 
 
-def write_tokenizer_files(tok_source: str, directory: pathlib.Path) -> None:
-  """Writes the Hugging Face tokenizer files of `tok_source` ('gguf:PATH':
-  built by transformers from the GGUF metadata; 'hf:DIR': copied)."""
-  kind, _, path = tok_source.partition(':')
-  if kind == 'hf':
-    for name in _TOKENIZER_FILES:
-      if (pathlib.Path(path) / name).is_file():
-        shutil.copyfile(pathlib.Path(path) / name, directory / name)
-    return
+def hf_tokenizer_dir(gguf_path: str | os.PathLike) -> pathlib.Path:
+  """The Hugging Face tokenizer files transformers builds from a GGUF file's
+  tokenizer metadata (`AutoTokenizer.from_pretrained(..., gguf_file=...)`,
+  then `save_pretrained`): built once per file content and cached in
+  $ICL_IWL_CACHE/hf_tokenizers/<CRC-32>-<size>/ (written atomically)."""
   import transformers  # pylint: disable=g-import-not-at-top
 
-  path = pathlib.Path(path).absolute()
+  path = pathlib.Path(gguf_path).absolute()
+  cached = (paths.cache_dir() / 'hf_tokenizers' /
+            f'{paths.crc32(path)}-{path.stat().st_size}')
+  if cached.is_dir():
+    return cached
   tok = transformers.AutoTokenizer.from_pretrained(str(path.parent), gguf_file=path.name)
-  tok.save_pretrained(str(directory))
+  try:
+    with paths.atomic_dir(cached) as tmp:
+      tok.save_pretrained(str(tmp))
+  except FileExistsError:  # Another process built it meanwhile: the same files.
+    pass
+  return cached
+
+
+def write_tokenizer_files(tok_source: str, directory: pathlib.Path) -> None:
+  """Writes the Hugging Face tokenizer files of `tok_source` ('gguf:PATH':
+  built by transformers from the GGUF metadata, `hf_tokenizer_dir`; 'hf:DIR':
+  copied)."""
+  kind, _, path = tok_source.partition(':')
+  if kind == 'hf':
+    files = [pathlib.Path(path) / name for name in _TOKENIZER_FILES]
+  else:
+    files = list(hf_tokenizer_dir(path).iterdir())
+  for file in files:
+    if file.is_file():
+      shutil.copyfile(file, directory / file.name)
 
 
 def write_hf(directory: str | os.PathLike, config: presets.GemmaConfig,
