@@ -17,6 +17,7 @@ the real 270M and transformers' copy of it (`real_rt`, `real_reference`,
 real-model test.
 """
 
+import ctypes
 import gc
 import os
 import resource
@@ -36,6 +37,12 @@ _OWN_CACHE = 'JAX_COMPILATION_CACHE_DIR' not in os.environ
 if _OWN_CACHE:
   os.environ['JAX_COMPILATION_CACHE_DIR'] = tempfile.mkdtemp(prefix='icl_iwl-jax-cache-')
   os.environ['JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS'] = '0.3'
+# With as many xdist workers as cores (pytest.ini: 2 on CI's 2 cores), torch's
+# OpenMP threads beyond one per worker only spin against the other worker:
+# transformers' greedy generate on the 270M ran 3-4x slower with 2 threads
+# than with 1 beside a busy core.
+if int(os.environ.get('PYTEST_XDIST_WORKER_COUNT', '1')) >= (os.cpu_count() or 1):
+  os.environ.setdefault('OMP_NUM_THREADS', '1')
 os.environ.setdefault('HF_HUB_OFFLINE', '1')
 os.environ.setdefault('TOKENIZERS_PARALLELISM', 'false')
 
@@ -98,6 +105,7 @@ def pytest_runtest_teardown(item: pytest.Item, nextitem: pytest.Item | None) -> 
   if _REAL and (nextitem is None or _tier(nextitem) != 'real_model'):
     _REAL.clear()
     gc.collect()
+    _LIBC.malloc_trim(0)
 
 
 @pytest.fixture
@@ -151,12 +159,14 @@ def real_hf_tokenizer():
 
 
 def _load_real_hf_tokenizer():
-  """transformers' tokenizer converted from the embedded GGUF (takes minutes)."""
+  """transformers' tokenizer converted from the embedded GGUF (a minute the
+  first time; the real export test's conversion is cached and reused)."""
   transformers = pytest.importorskip('transformers')
+  from icl_iwl import export  # pylint: disable=g-import-not-at-top
   from icl_iwl import paths  # pylint: disable=g-import-not-at-top
 
-  path = paths.embedded_gguf()
-  return transformers.AutoTokenizer.from_pretrained(path.parent, gguf_file=path.name)
+  return transformers.AutoTokenizer.from_pretrained(
+      export.hf_tokenizer_dir(paths.embedded_gguf()))
 
 
 _TIER_SECONDS: dict[str, float] = {}
@@ -177,7 +187,10 @@ def _free_what_a_test_file_kept():
           value.cache_clear()
   jax.clear_caches()
   gc.collect()
+  _LIBC.malloc_trim(0)  # glibc keeps freed arenas otherwise: a worker grew to 7 GB.
 
+
+_LIBC = ctypes.CDLL('libc.so.6')
 
 _PEAKS: list[tuple[float, str]] = []  # (process peak GB after a test, test).
 
