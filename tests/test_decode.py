@@ -71,10 +71,16 @@ def _decoder(variant: str = 'gemma3', **kwargs) -> decode.Decoder:
 
 
 @functools.cache
-def _forward(model: gemma.Transformer):
-  return jax.jit(lambda params, ids: model.apply(
-      {'params': params}, ids, jnp.arange(ids.shape[1])[None],
-      cache.causal_mask(jnp.ones_like(ids)))[0][0])
+def _next_token(model: gemma.Transformer):
+  """jit: (params, ids [1, _REFERENCE_LENGTH], at) -> the argmax of the
+  logits at position `at` of a full forward over ids (no cache)."""
+
+  def f(params, ids, at):
+    hidden, _ = model.apply({'params': params}, ids, jnp.arange(ids.shape[1])[None],
+                            cache.causal_mask(jnp.ones_like(ids)), return_hidden=True)
+    return jnp.argmax(model.apply({'params': params}, hidden[0, at], method=model.logits))
+
+  return jax.jit(f)
 
 
 def _greedy_by_hand(rt: runtime.Runtime, prompt: str, prefix: str,
@@ -86,8 +92,7 @@ def _greedy_by_hand(rt: runtime.Runtime, prompt: str, prefix: str,
   for _ in range(n):
     padded = np.zeros((1, _REFERENCE_LENGTH), np.int32)
     padded[0, :len(ids)] = ids
-    logits = _forward(rt.model)(rt.params, padded)
-    new.append(int(np.argmax(logits[len(ids) - 1])))
+    new.append(int(_next_token(rt.model)(rt.params, padded, len(ids) - 1)))
     ids = ids + new[-1:]
   return new
 

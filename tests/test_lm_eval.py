@@ -1,14 +1,11 @@
 """The lm-eval-harness backend: against a straightforward reference on a tiny
 model, and against lm-eval's own HF backend on the real 270M."""
 
-import functools
 import json
 import os
 import subprocess
 import sys
 
-import jax
-import jax.numpy as jnp
 import numpy as np
 import pytest
 
@@ -18,7 +15,6 @@ from icl_iwl import config_lib  # noqa: E402
 from icl_iwl import lm_eval as backend  # noqa: E402
 from icl_iwl import runtime  # noqa: E402
 from icl_iwl.eval.packing import Item  # noqa: E402
-from icl_iwl.model import cache  # noqa: E402
 from icl_iwl.sharding import mesh as mesh_lib  # noqa: E402
 from lm_eval import utils as lm_utils  # noqa: E402
 from lm_eval.api.instance import Instance  # noqa: E402
@@ -28,7 +24,7 @@ _FEWSHOT = ''.join(f'Q: Is {w} a word? A: yes\n\n' for w in
 
 
 # A tiny Gemma 3 with large random weights (sharp, varied predictions).
-from test_scoring import _setup  # pylint: disable=g-import-not-at-top,g-bad-import-order
+from test_scoring import _setup, reference_logp  # pylint: disable=g-import-not-at-top,g-bad-import-order
 
 
 def _lm(**scorer) -> backend.IclIwlLM:
@@ -41,23 +37,18 @@ def _lm(**scorer) -> backend.IclIwlLM:
       config, mesh_lib.make_mesh(config.mesh), config.rules, model, params, tok))
 
 
-@functools.cache
-def _log_softmax_forward():
-  model, params, _ = _setup()
-  return jax.jit(lambda ids: jax.nn.log_softmax(model.apply(
-      {'params': params}, ids, jnp.arange(ids.shape[1])[None],
-      cache.causal_mask(jnp.ones_like(ids)))[0][0]))
-
-
 def _reference(context: list[int], continuation: list[int]) -> tuple[float, bool]:
-  """Full forward over context + continuation (right-padded to 512: one
-  compile, causal so harmless); log_softmax; sum and argmax over the
-  continuation's positions."""
-  ids = context + continuation
-  logp = np.asarray(_log_softmax_forward()(jnp.asarray([np.pad(ids, (0, 512 - len(ids)))])))
-  at = np.arange(len(context) - 1, len(ids) - 1)
-  return (float(logp[at, continuation].sum()),
-          bool((logp[at].argmax(-1) == continuation).all()))
+  """Full forward over context + continuation; log_softmax; sum and argmax
+  over the continuation's positions."""
+  at = np.arange(len(context) - 1, len(context) + len(continuation) - 1)
+  logp = reference_logp(context + continuation, at)
+  return (float(logp[np.arange(len(at)), continuation].astype(np.float64).sum()),
+          bool((logp.argmax(-1) == continuation).all()))
+
+
+def _next_token(ids: list[int]) -> int:
+  """The argmax after ids, by a full forward."""
+  return int(reference_logp(ids, [len(ids) - 1])[0].argmax())
 
 
 def _split(context: str, continuation: str) -> tuple[list[int], list[int]]:
@@ -102,9 +93,7 @@ def test_is_greedy_on_the_model_s_own_continuation():
   context = tok.encode(_FEWSHOT + 'Q: Is dax a word? A:', add_bos=True)
   greedy = []
   for _ in range(4):  # The model's own greedy continuation, token by token.
-    ids = context + greedy
-    logp = np.asarray(_log_softmax_forward()(jnp.asarray([np.pad(ids, (0, 512 - len(ids)))])))
-    greedy.append(int(logp[len(ids) - 1].argmax()))
+    greedy.append(_next_token(context + greedy))
   other = greedy[:2] + [(greedy[2] + 1) % tok.vocab_size] + greedy[3:]
   got = lm._loglikelihood_tokens([(None, context, greedy), (None, context, other)])
   assert [g for _, g in got] == [True, False]
@@ -144,9 +133,7 @@ def test_greedy_generation_equals_step_by_step_argmax():
     ids = tok.encode(context, add_bos=True)
     new = []
     for _ in range(k['max_gen_toks']):  # A full forward per new token.
-      logp = np.asarray(_log_softmax_forward()(
-          jnp.asarray([np.pad(ids + new, (0, 512 - len(ids) - len(new)))])))
-      new.append(int(logp[len(ids) + len(new) - 1].argmax()))
+      new.append(_next_token(ids + new))
       if new[-1] == tok.eos_id:
         new.pop()
         break

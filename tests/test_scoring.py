@@ -41,26 +41,42 @@ def _items(context=''):
 
 
 @functools.cache
-def _log_softmax_forward():
+def _forward_rows(length: int, rows: int):
+  """jit: ids [1, length], at [rows] -> log_softmax over the vocabulary of
+  the logits at those positions, [rows, V], from a full forward of ids with
+  no cache (right padding is harmless: causal)."""
   model, params, _ = _setup()
-  return jax.jit(lambda ids: jax.nn.log_softmax(model.apply(
-      {'params': params}, ids, jnp.arange(ids.shape[1])[None],
-      cache.causal_mask(jnp.ones_like(ids)))[0][0]))
+
+  def f(ids, at):
+    hidden, _ = model.apply({'params': params}, ids, jnp.arange(length)[None],
+                            cache.causal_mask(jnp.ones_like(ids)), return_hidden=True)
+    return jax.nn.log_softmax(model.apply({'params': params}, hidden[0, at],
+                                          method=model.logits))
+
+  return jax.jit(f)
 
 
+def reference_logp(ids: list[int], at) -> np.ndarray:
+  """log p(. | ids[:k + 1]) for each k in `at`: [len(at), V], float32; ids
+  right-padded to 64, 256 or 512 tokens, `at` to a multiple of 16."""
+  length = next(n for n in (64, 256, 512) if n >= len(ids))
+  rows = -(-len(at) // 16) * 16
+  out = _forward_rows(length, rows)(jnp.asarray([np.pad(ids, (0, length - len(ids)))]),
+                                    jnp.asarray(np.pad(at, (0, rows - len(at)))))
+  return np.asarray(out)[:len(at)]
+
+
+@functools.cache
 def _reference(item: Item) -> list[float]:
-  """Full forward over [BOS] + context + prompt + choice; log_softmax; gather.
-
-  Inputs are right-padded to 256 tokens (one compile; causal, so harmless).
-  """
+  """Full forward over [BOS] + context + prompt + choice; log_softmax; gather."""
   _, _, tok = _setup()
   prefix = tok.encode(item.context, add_bos=True) if item.context else [tok.bos_id]
   prefix = prefix + tok.encode(item.prompt.rstrip())
   out = []
   for choice in packing.choice_texts(item):
     ids = tok.encode(choice)
-    logp = _log_softmax_forward()(jnp.asarray([np.pad(prefix + ids, (0, 256 - len(prefix) - len(ids)))]))
-    out.append(sum(float(logp[len(prefix) - 1 + k, t]) for k, t in enumerate(ids)))
+    logp = reference_logp(prefix + ids, np.arange(len(ids)) + len(prefix) - 1)
+    out.append(float(logp[np.arange(len(ids)), ids].astype(np.float64).sum()))
   return out
 
 
