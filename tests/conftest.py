@@ -18,6 +18,7 @@ real-model test.
 """
 
 import ctypes
+import ctypes.util
 import gc
 import os
 import resource
@@ -90,6 +91,16 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
   items.sort(key=lambda item: order.index(_tier(item)))  # Stable: file order within.
 
 
+_LIBC = ctypes.CDLL(ctypes.util.find_library('c'))
+
+
+def _trim() -> None:
+  """Hands the heap that Python and numpy freed back to the OS where glibc
+  would keep it for reuse (a no-op on other C libraries)."""
+  if hasattr(_LIBC, 'malloc_trim'):
+    _LIBC.malloc_trim(0)
+
+
 _REAL: dict[str, object] = {}  # The real-model objects, while their tests run.
 
 
@@ -105,7 +116,7 @@ def pytest_runtest_teardown(item: pytest.Item, nextitem: pytest.Item | None) -> 
   if _REAL and (nextitem is None or _tier(nextitem) != 'real_model'):
     _REAL.clear()
     gc.collect()
-    _LIBC.malloc_trim(0)
+    _trim()
 
 
 @pytest.fixture
@@ -187,10 +198,8 @@ def _free_what_a_test_file_kept():
           value.cache_clear()
   jax.clear_caches()
   gc.collect()
-  _LIBC.malloc_trim(0)  # glibc keeps freed arenas otherwise: a worker grew to 7 GB.
+  _trim()
 
-
-_LIBC = ctypes.CDLL('libc.so.6')
 
 _PEAKS: list[tuple[float, str]] = []  # (process peak GB after a test, test).
 
