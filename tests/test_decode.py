@@ -13,11 +13,11 @@ import pytest
 from icl_iwl import decode
 from icl_iwl import runtime
 from icl_iwl.data import tokenizer
-from icl_iwl.model import cache
 from icl_iwl.model import gemma
 from icl_iwl.model import presets
 from icl_iwl.sharding import mesh as mesh_lib
 from icl_iwl.sharding import rules as rules_lib
+from test_scoring import reference_logp  # pylint: disable=g-bad-import-order
 
 _L, _G = presets.AttentionType.LOCAL, presets.AttentionType.GLOBAL
 # Tiny variants of the three generations (sliding window 16 where local).
@@ -38,7 +38,6 @@ _PROMPTS = (
     '2 + 2 =',
     'glon are',
 )
-_REFERENCE_LENGTH = 128  # Reference inputs are right-padded to this (causal).
 
 
 @functools.cache
@@ -70,19 +69,6 @@ def _decoder(variant: str = 'gemma3', **kwargs) -> decode.Decoder:
   return decode.Decoder(_runtime(variant), prefill_chunk=16, **kwargs)
 
 
-@functools.cache
-def _next_token(model: gemma.Transformer):
-  """jit: (params, ids [1, _REFERENCE_LENGTH], at) -> the argmax of the
-  logits at position `at` of a full forward over ids (no cache)."""
-
-  def f(params, ids, at):
-    hidden, _ = model.apply({'params': params}, ids, jnp.arange(ids.shape[1])[None],
-                            cache.causal_mask(jnp.ones_like(ids)), return_hidden=True)
-    return jnp.argmax(model.apply({'params': params}, hidden[0, at], method=model.logits))
-
-  return jax.jit(f)
-
-
 def _greedy_by_hand(rt: runtime.Runtime, prompt: str, prefix: str,
                     n: int) -> list[int]:
   """Greedy by hand: a full forward over BOS + prefix + prompt + the tokens
@@ -90,9 +76,8 @@ def _greedy_by_hand(rt: runtime.Runtime, prompt: str, prefix: str,
   ids = rt.tok.encode(prefix, add_bos=True) + rt.tok.encode(prompt)
   new = []
   for _ in range(n):
-    padded = np.zeros((1, _REFERENCE_LENGTH), np.int32)
-    padded[0, :len(ids)] = ids
-    new.append(int(_next_token(rt.model)(rt.params, padded, len(ids) - 1)))
+    logp = reference_logp(ids, [len(ids) - 1], rt.model, rt.params)
+    new.append(int(logp[0].argmax()))
     ids = ids + new[-1:]
   return new
 

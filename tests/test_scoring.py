@@ -41,13 +41,12 @@ def _items(context=''):
 
 
 @functools.cache
-def _forward_rows(length: int, rows: int):
-  """jit: ids [1, length], at [rows] -> log_softmax over the vocabulary of
-  the logits at those positions, [rows, V], from a full forward of ids with
-  no cache (right padding is harmless: causal)."""
-  model, params, _ = _setup()
+def _forward_rows(model: gemma.Transformer, length: int, rows: int):
+  """jit: (params, ids [1, length], at [rows]) -> log_softmax over the
+  vocabulary of the logits at those positions, [rows, V], from a full
+  forward of ids with no cache (right padding is harmless: causal)."""
 
-  def f(ids, at):
+  def f(params, ids, at):
     hidden, _ = model.apply({'params': params}, ids, jnp.arange(length)[None],
                             cache.causal_mask(jnp.ones_like(ids)), return_hidden=True)
     return jax.nn.log_softmax(model.apply({'params': params}, hidden[0, at],
@@ -56,13 +55,18 @@ def _forward_rows(length: int, rows: int):
   return jax.jit(f)
 
 
-def reference_logp(ids: list[int], at) -> np.ndarray:
-  """log p(. | ids[:k + 1]) for each k in `at`: [len(at), V], float32; ids
-  right-padded to 64, 256 or 512 tokens, `at` to a multiple of 16."""
+def reference_logp(ids: list[int], at, model: gemma.Transformer | None = None,
+                   params=None) -> np.ndarray:
+  """log p(. | ids[:k + 1]) for each k in `at`: [len(at), V], float32, by
+  `model` with `params` (default: `_setup()`'s tiny model); ids right-padded
+  to 64, 256 or 512 tokens, `at` to a multiple of 16."""
+  if model is None:
+    model, params, _ = _setup()
   length = next(n for n in (64, 256, 512) if n >= len(ids))
   rows = -(-len(at) // 16) * 16
-  out = _forward_rows(length, rows)(jnp.asarray([np.pad(ids, (0, length - len(ids)))]),
-                                    jnp.asarray(np.pad(at, (0, rows - len(at)))))
+  out = _forward_rows(model, length, rows)(
+      params, jnp.asarray([np.pad(ids, (0, length - len(ids)))]),
+      jnp.asarray(np.pad(at, (0, rows - len(at)))))
   return np.asarray(out)[:len(at)]
 
 
