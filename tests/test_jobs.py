@@ -58,7 +58,7 @@ def test_eval_icl_writes_consistent_tables_and_items_and_resumes_by_split(
   assert again == [rows[0], dict(rows[1], baseline=-1.0)]
 
 
-def test_experiment_runs_its_stages_once_and_reports_them(tmp_path):
+def test_experiment_runs_its_stages_once_and_reports_them(tmp_path, capsys):
   config = config_lib.load_file(f'{_CONFIGS}/experiment.py:tiny')
   config_lib.validate(config, num_devices=8)
   result = experiment.run(config, tmp_path)
@@ -67,8 +67,20 @@ def test_experiment_runs_its_stages_once_and_reports_them(tmp_path):
   rows = _lines(tmp_path / 'icl' / 'test_reversal-baseline.jsonl')
   assert '| test_reversal | 0.500  | ' in text
   assert 'FT (LoRA 16)' in text and ': ICL (' in text
-  # The no-context column is the eval_icl stage's baseline accuracy.
-  assert f'{_accuracy(rows):.3f}' in text.split('| test_reversal |')[1].split('\n')[0]
+  # The no-context column is the eval_icl stage's baseline accuracy, the FT
+  # column the accuracy of the trained model's per-item scores at its last step.
+  lines = text.split('\n')
+  header = next(line for line in lines if line.startswith('| split '))
+  row = next(line for line in lines if line.startswith('| test_reversal '))
+  cells = dict(zip([c.strip() for c in header.split('|')], [c.strip() for c in row.split('|')]))
+  assert cells['random, no context'] == f'{_accuracy(rows):.3f}'
+  last = tmp_path / 'finetune' / 'items' / f'step{config.stages.finetune.train.steps}'
+  assert cells['FT (LoRA 16)'] == f'{_accuracy(_lines(last / "test_reversal.jsonl")):.3f}'
+  printed = capsys.readouterr().out
+  assert f'Report: {tmp_path / "report.md"}' in printed
+  icl_files = len(list((tmp_path / 'icl').glob('*.jsonl')))
+  assert f'{tmp_path / "icl"}/*.jsonl ({icl_files} files)' in printed
+  assert f'{last}/*.jsonl (2 files)' in printed
   done = {s: (tmp_path / s / 'done.json').stat().st_mtime_ns for s in ('icl', 'finetune')}
   experiment.run(config, tmp_path)  # Finished stages are not run again.
   assert done == {s: (tmp_path / s / 'done.json').stat().st_mtime_ns for s in done}

@@ -5,7 +5,8 @@ eval_icl config, 'finetune' a train config), run in the order of
 `config.order` (a ConfigDict sorts its keys); each runs in <workdir>/<name>
 with the same guarantees as a run of its own (resume, workdir guard), and a
 stage that finished is skipped on rerun. Then `icl_iwl.report` collects the
-stages into <workdir>/report.md and its plots, and the table is printed.
+stages into <workdir>/report.md and its plots, and the table is printed
+with where the report, its plots and each stage's per-item scores are.
 """
 
 import gc
@@ -39,4 +40,21 @@ def run(config: ml_collections.ConfigDict, workdir: pathlib.Path) -> dict[str, s
     gc.collect()        # kept alive: memory stays flat from stage to stage.
   text = report.report(workdir, workdir / 'report', config.get('title', 'Experiment'))
   print(text)
+  print(f'Report: {workdir / "report.md"}')
+  print(f'Plots: {", ".join(str(p) for p in sorted(workdir.glob("report-*.png")))}')
+  print(f'Per-item scores: {", ".join(_item_files(workdir, config.order))}')
   return {'report': str(workdir / 'report.md')}
+
+
+def _item_files(workdir: pathlib.Path, stages: list[str]) -> list[str]:
+  """Where each stage's per-item JSONL files are: '<dir>/*.jsonl (n files)'
+  (a training stage's are those of its last eval, under items/step<N>)."""
+  out = []
+  for name in stages:
+    directory = workdir / name
+    steps = sorted((directory / 'items').glob('step*'), key=lambda p: int(p.name[4:]))
+    directory = steps[-1] if steps else directory
+    files = [p for p in directory.glob('*.jsonl') if p.name != 'metrics.jsonl']
+    if files:
+      out.append(f'{directory}/*.jsonl ({len(files)} files)')
+  return out

@@ -6,7 +6,9 @@ Order of a run (resume-safe):
      and data iterator), else create the state from the pretrained params;
   3. per step: next batch -> step -> stop on a non-finite loss (the last good
      checkpoint stays) -> hooks: log every `train.log_every`, eval every
-     `eval.every`, checkpoint every `checkpoint.every` and at the end. SIGTERM
+     `eval.every` (accuracies into metrics.jsonl, each probe's scores into
+     <workdir>/items/step<N>/<split>.jsonl), checkpoint every
+     `checkpoint.every` and at the end. SIGTERM
      (TPU preemption) checkpoints at the next step boundary and raises
      `Preempted`: the run is not done, and rerunning it resumes.
 Restarting with the same workdir resumes bit-exactly.
@@ -35,6 +37,7 @@ from icl_iwl.data import retrieval
 from icl_iwl.data import samplers
 from icl_iwl.eval import ictrain
 from icl_iwl.eval import probes
+from icl_iwl.eval import results
 from icl_iwl.eval import scoring
 from icl_iwl.model import gemma
 from icl_iwl.train import metrics as metrics_lib
@@ -87,14 +90,25 @@ class Evaluator:
                      for s in splits}
     self.scorer = runtime.scorer(config, rt, params)
 
-  def __call__(self, params: Any) -> dict[str, float]:
+  def __call__(self, params: Any, items_dir: pathlib.Path | None = None,
+               ) -> dict[str, float]:
+    """Accuracies by split and rule (or the graded probe scores); with
+    `items_dir`, each item's scores into <items_dir>/<split>.jsonl
+    (`ictrain.jsonl` for the graded probes)."""
     self.scorer.set_params(params)
+    scored = {}
     out = {}
     if self.graded:
-      out.update(self.graded.metrics(self.scorer.score(self.graded.items)))
+      scored['ictrain'] = self.scorer.score(self.graded.items)
+      out.update(self.graded.metrics(scored['ictrain']))
     for split, items in self.splits.items():
-      for rule, acc in scoring.accuracy(self.scorer.score(items)).items():
+      scored[split] = self.scorer.score(items)
+      for rule, acc in scoring.accuracy(scored[split]).items():
         out[f'eval/{split}/acc_{rule}'] = acc
+    if items_dir is not None:
+      items_dir.mkdir(parents=True, exist_ok=True)
+      for name, scores in scored.items():
+        results.write_items(items_dir / f'{name}.jsonl', scores)
     return out
 
 
@@ -180,7 +194,9 @@ def train(config: ml_collections.ConfigDict, workdir: pathlib.Path) -> dict[str,
       # Hook: eval.
       eval_metrics = None
       if evaluator and (done % config.eval.every == 0 or done == tc.steps):
-        eval_metrics = evaluator(state_lib.merge(state.params, state.frozen))
+        eval_metrics = evaluator(
+            state_lib.merge(state.params, state.frozen),
+            workdir / 'items' / f'step{done}' if jax.process_index() == 0 else None)
         writer.write(done, eval_metrics)
       # Hook: log.
       if done % tc.log_every == 0 or done == tc.steps:
