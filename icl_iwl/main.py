@@ -17,6 +17,8 @@ Exit status: 0 when the job finished (<workdir>/done.json is written then),
 """
 
 import json
+import logging as std_logging
+import os
 import shlex
 import sys
 
@@ -75,9 +77,21 @@ def _parse(argv: list[str]) -> list[str]:
   sys.exit(2)
 
 
+_QUIET = tuple(f'{os.sep}{name}{os.sep}' for name in ('orbax', 'tensorflow_datasets'))
+
+
+def _quiet_libraries(record: std_logging.LogRecord) -> bool:
+  """Drops the INFO lines orbax and TFDS log through absl (a dozen per
+  checkpoint, some thousands of characters long; one per dataset opened);
+  --verbosity=1 keeps them."""
+  return (record.levelno >= std_logging.WARNING or logging.get_verbosity() > 0
+          or not any(name in record.pathname for name in _QUIET))
+
+
 def main(argv: list[str]) -> None:
   if len(argv) > 1:
     raise app.UsageError(f'Unexpected arguments: {argv[1:]}')
+  logging.get_absl_logger().addFilter(_quiet_libraries)
   if _COORDINATOR.value:
     # Cross-process collectives on CPU (TPUs and GPUs have their own).
     jax.config.update('jax_cpu_collectives_implementation', 'gloo')

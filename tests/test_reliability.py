@@ -6,6 +6,7 @@ model loads.
 """
 
 import json
+import logging as std_logging
 import os
 import pathlib
 import signal
@@ -376,3 +377,16 @@ def test_a_long_example_loses_context_never_targets():
   assert cut.loss_mask.sum() == whole.loss_mask.sum() == n_target
   with pytest.raises(pipeline.TooLongError, match='loss targets'):
     context.fit(context.Example(target='one two three four five'), tok, 4)
+
+
+def test_library_info_lines_are_dropped_unless_warnings():
+  from icl_iwl import main  # pylint: disable=g-import-not-at-top
+
+  def kept(level: int, path: str) -> bool:
+    return main._quiet_libraries(std_logging.LogRecord('absl', level, path, 1, 'm', (), None))
+
+  orbax = os.path.join(os.sep, 'venv', 'site-packages', 'orbax', 'checkpoint', 'x.py')
+  tfds_file = os.path.join(os.sep, 'venv', 'site-packages', 'tensorflow_datasets', 'x.py')
+  assert not kept(std_logging.INFO, orbax) and not kept(std_logging.INFO, tfds_file)
+  assert kept(std_logging.WARNING, orbax)
+  assert kept(std_logging.INFO, os.path.join(os.sep, 'repo', 'icl_iwl', 'train', 'loop.py'))
