@@ -19,6 +19,7 @@ import transformers
 from icl_iwl import config_lib
 from icl_iwl import paths
 from icl_iwl.checkpoints import gguf
+from icl_iwl.checkpoints import gguf_file
 from icl_iwl.checkpoints import hf
 from icl_iwl.checkpoints import load
 from icl_iwl.checkpoints import params as params_lib
@@ -141,6 +142,64 @@ def test_missing_or_corrupt_files_fail_clearly(tmp_path):
   (tmp_path / 'bad.gguf').write_bytes(b'GGUF' + b'\x00' * 64)
   with pytest.raises(CheckpointError, match='bad.gguf: not a readable GGUF'):
     gguf.load(tmp_path / 'bad.gguf')
+
+
+def test_gguf_file_reads_what_gguf_py_reads(tmp_path):
+  """Every metadata type (scalars, strings, arrays of both), alignment, and
+  tensors stored as numbers, as bytes (BF16) and quantized (Q8_0): the same
+  fields, types and tensor views as gguf-py's own reader."""
+  path = tmp_path / 'all.gguf'
+  w = gguf_lib.GGUFWriter(str(path), 'gemma3')
+  w.add_uint8('t.u8', 200)
+  w.add_int8('t.i8', -100)
+  w.add_uint16('t.u16', 60000)
+  w.add_int16('t.i16', -30000)
+  w.add_uint32('t.u32', 4_000_000_000)
+  w.add_int32('t.i32', -2_000_000_000)
+  w.add_float32('t.f32', 0.25)
+  w.add_uint64('t.u64', 2**63 + 5)
+  w.add_int64('t.i64', -2**62)
+  w.add_float64('t.f64', 1e-300)
+  w.add_bool('t.bool', True)
+  w.add_string('t.str', 'héllo ▁ wörld')
+  w.add_array('t.strs', ['a', '', '▁▁', 'ü' * 40])
+  w.add_array('t.ints', [3, -1, 7])
+  w.add_array('t.floats', [0.5, -2.0])
+  rng = np.random.default_rng(0)
+  w.add_tensor('f32', rng.normal(size=(3, 5)).astype(np.float32))
+  w.add_tensor('f16', rng.normal(size=(2, 4)).astype(np.float16))
+  w.add_tensor('i32', np.arange(6, dtype=np.int32).reshape(2, 3))
+  x = rng.normal(size=(2, 64)).astype(np.float32)
+  w.add_tensor('bf16', gguf_lib.quants.quantize(x, gguf_lib.GGMLQuantizationType.BF16),
+               raw_dtype=gguf_lib.GGMLQuantizationType.BF16)
+  w.add_tensor('q8', gguf_lib.quants.quantize(x, gguf_lib.GGMLQuantizationType.Q8_0),
+               raw_dtype=gguf_lib.GGMLQuantizationType.Q8_0)
+  w.write_header_to_file()
+  w.write_kv_data_to_file()
+  w.write_tensors_to_file()
+  w.close()
+  theirs, ours = gguf_lib.GGUFReader(str(path)), gguf_file.GGUFFile(path)
+  keys = [k for k in theirs.fields if not k.startswith('GGUF.')]  # Their header fields.
+  assert list(ours.fields) == keys and 't.strs' in keys
+  for key in keys:
+    assert ours.fields[key].types == theirs.fields[key].types, key
+    assert ours.fields[key].contents() == theirs.fields[key].contents(), key
+  assert ours.get_field('t.u64').contents() == 2**63 + 5 and ours.get_field('nope') is None
+  assert [t.name for t in ours.tensors] == ['f32', 'f16', 'i32', 'bf16', 'q8']
+  for a, b in zip(ours.tensors, theirs.tensors, strict=True):
+    assert (a.tensor_type, list(a.shape), a.n_elements) == (
+        b.tensor_type, list(b.shape), b.n_elements), a.name
+    assert a.data.dtype == b.data.dtype and a.data.shape == b.data.shape, a.name
+    np.testing.assert_array_equal(a.data, b.data, err_msg=a.name)
+  np.testing.assert_allclose(
+      gguf_lib.quants.dequantize(ours.tensors[4].data, ours.tensors[4].tensor_type), x,
+      atol=0.05)
+  # Cut anywhere, the file is refused with one line, never read past its end.
+  data = path.read_bytes()
+  for cut in (3, 30, len(data) // 2, len(data) - 64):  # The end is padding.
+    (tmp_path / 'cut.gguf').write_bytes(data[:cut])
+    with pytest.raises(CheckpointError, match='cut.gguf: not a readable GGUF file'):
+      gguf.read(tmp_path / 'cut.gguf')
 
 
 # ---------------------------------------------------------------------------
@@ -283,10 +342,10 @@ def _tiny_gguf(tmp_path):
 def test_gguf_checkpoint_is_read_once_for_weights_and_tokenizer(tmp_path, monkeypatch):
   path, tensors = _tiny_gguf(tmp_path)
   opened = []
-  reader = gguf_lib.GGUFReader
-  monkeypatch.setattr(gguf_lib, 'GGUFReader', lambda p: opened.append(p) or reader(p))
+  reader = gguf_file.GGUFFile
+  monkeypatch.setattr(gguf_file, 'GGUFFile', lambda p: opened.append(p) or reader(p))
   model, params, tok = load.load(config_lib.model('tiny', f'gguf:{path}'))
-  assert opened == [str(path)]
+  assert opened == [path]
   assert model.config == presets.get('tiny') and tok.vocab_size == len(_TOKENS)
   np.testing.assert_array_equal(params['embedder']['input_embedding'],
                                 tensors['embed_tokens.weight'])

@@ -3,7 +3,6 @@
 import json
 import shutil
 
-import gguf
 import numpy as np
 import pytest
 import tokenizers
@@ -11,6 +10,7 @@ from tokenizers import models as tk_models
 from tokenizers import pre_tokenizers, processors
 
 from icl_iwl import paths
+from icl_iwl.checkpoints import gguf
 from icl_iwl.data import tokenizer
 
 ROUND_TRIP = [
@@ -200,7 +200,7 @@ def _assert_same_ids(ours: tokenizer.Tokenizer, reference) -> int:
 
 @pytest.fixture(scope='module')
 def rebuilt_model() -> bytes:
-  return tokenizer.sentencepiece_model_from_gguf(gguf.GGUFReader(paths.embedded_gguf()))
+  return tokenizer.sentencepiece_model_from_gguf(gguf.read(paths.embedded_gguf()))
 
 
 @pytest.mark.real_model

@@ -32,6 +32,7 @@ from sentencepiece import sentencepiece_model_pb2 as sp_pb2
 import tokenizers
 
 from icl_iwl import paths
+from icl_iwl.checkpoints import gguf_file
 
 _Piece = sp_pb2.ModelProto.SentencePiece
 # llama.cpp's token types (gguf.TokenType) as SentencePiece piece types.
@@ -206,7 +207,7 @@ class Tokenizer:
     return i
 
 
-def sentencepiece_model_from_gguf(reader: gguf.GGUFReader) -> bytes:
+def sentencepiece_model_from_gguf(reader: gguf_file.GGUFFile) -> bytes:
   """A serialized SentencePiece `ModelProto` rebuilt from GGUF metadata.
 
   Only tokenizer model 'llama' (SentencePiece BPE) is supported. Besides
@@ -219,10 +220,9 @@ def sentencepiece_model_from_gguf(reader: gguf.GGUFReader) -> bytes:
       not greedily. Merge priority is the file order, so score = -index.
 
   Args:
-    reader: the open GGUF file (`gguf.GGUFReader(path)` parses every field,
-      ~9 s for Gemma 3's; open it once, see `checkpoints.gguf.load`).
+    reader: the open GGUF file (`checkpoints.gguf.read(path)`).
   """
-  path = reader.data.filename
+  path = reader.path
 
   def field(name: str, default: object = None) -> object:
     found = reader.get_field(f'tokenizer.ggml.{name}')
@@ -291,7 +291,7 @@ def _read_cache(path: pathlib.Path) -> bytes | None:
 def load_default() -> Tokenizer:
   """The tokenizer of the embedded Gemma 3 270M.
 
-  Rebuilt from the GGUF once (~10 s) into `default_model_path()`, with its
+  Rebuilt from the GGUF once (~2 s) into `default_model_path()`, with its
   CRC-32 beside it (<file>.crc32, written after it); later loads take ~0.4 s.
   A cache that fails its checksum (truncated, overwritten) is named in a
   warning and rebuilt.
@@ -299,7 +299,7 @@ def load_default() -> Tokenizer:
   path = default_model_path()
   model = _read_cache(path)
   if model is None:
-    model = sentencepiece_model_from_gguf(gguf.GGUFReader(paths.embedded_gguf()))
+    model = sentencepiece_model_from_gguf(gguf_file.GGUFFile(paths.embedded_gguf()))
     with paths.atomic_path(path) as tmp:
       tmp.write_bytes(model)
     paths.write_checksum(path)
