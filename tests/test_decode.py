@@ -40,7 +40,9 @@ _PROMPTS = (
 )
 
 
-@functools.cache
+# One variant's runtime and two decoders at a time: each holds the tiny model's
+# params on the 8 devices (the 262k-row embedding: ~0.5 GB a copy).
+@functools.lru_cache(maxsize=1)
 def _runtime(variant: str = 'gemma3') -> runtime.Runtime:
   config = dataclasses.replace(presets.get('tiny'), **_VARIANTS[variant])
   model = gemma.Transformer(config)
@@ -64,7 +66,7 @@ def _runtime(variant: str = 'gemma3') -> runtime.Runtime:
                          tokenizer.load_default())
 
 
-@functools.cache
+@functools.lru_cache(maxsize=2)
 def _decoder(variant: str = 'gemma3', **kwargs) -> decode.Decoder:
   return decode.Decoder(_runtime(variant), prefill_chunk=16, **kwargs)
 
@@ -234,6 +236,8 @@ def test_augmentation_generates_with_the_decoder():
   from icl_iwl.augment import generate  # pylint: disable=g-import-not-at-top
   from icl_iwl import config_lib  # pylint: disable=g-import-not-at-top
 
+  _decoder.cache_clear()  # This test loads its own model twice.
+  _runtime.cache_clear()
   config = config_lib.load_module('configs/augment.py').get_config('reversals,tiny')
   generator = generate.load(config)
   options = generate.Options(max_new_tokens=6, stop=('\n',))
