@@ -12,6 +12,7 @@ with where the report, its plots and each stage's per-item scores are.
 import gc
 import json
 import pathlib
+from typing import Sequence
 
 import jax
 import ml_collections
@@ -46,7 +47,7 @@ def run(config: ml_collections.ConfigDict, workdir: pathlib.Path) -> dict[str, s
   return {'report': str(workdir / 'report.md')}
 
 
-def _item_files(workdir: pathlib.Path, stages: list[str]) -> list[str]:
+def _item_files(workdir: pathlib.Path, stages: Sequence[str]) -> list[str]:
   """Where each stage's per-item JSONL files are: '<dir>/*.jsonl (n files)'
   (a training stage's are those of its last eval, under items/step<N>)."""
   out = []
