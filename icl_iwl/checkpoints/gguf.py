@@ -71,11 +71,6 @@ def _hf_name(name: str, arch: str) -> str:
   return f'layers.{layer}.{hf_part}.weight'
 
 
-def _field(reader, key: str):
-  field = reader.fields.get(key)
-  return None if field is None else field.contents()
-
-
 def read(path: str | pathlib.Path) -> gguf_file.GGUFFile:
   """Opens a GGUF file: its metadata parsed, its tensors memory-mapped
   (`gguf_file`; under a second for the embedded 270M)."""
@@ -97,13 +92,12 @@ def config_from_gguf(reader, source: str) -> GemmaConfig:
   (local first), Gemma 3 has five local layers then one global, with RoPE
   base 10k on local layers.
   """
-  arch = _field(reader, 'general.architecture')
+  arch = reader.value('general.architecture')
   if arch not in _ARCHS:
     raise CheckpointError(f'{source}: architecture {arch!r} is not one of {_ARCHS}')
 
   def meta(key: str, default=None):
-    value = _field(reader, f'{arch}.{key}')
-    return default if value is None else value
+    return reader.value(f'{arch}.{key}', default)
 
   embedding = [t for t in reader.tensors if t.name == 'token_embd.weight']
   num_layers, heads = meta('block_count'), meta('attention.head_count')
@@ -169,7 +163,7 @@ def _params(reader, config: GemmaConfig, source: str) -> params_lib.Params:
   """The file's tensors dequantized to float32, as our param tree."""
   import gguf  # pylint: disable=g-import-not-at-top
 
-  arch = _field(reader, 'general.architecture')
+  arch = reader.value('general.architecture')
   tensors = {}
   for t in reader.tensors:
     x = np.asarray(gguf.quants.dequantize(t.data, t.tensor_type), np.float32)

@@ -99,8 +99,10 @@ class GGUFFile:
     start = -(-self._at // alignment) * alignment
     self.tensors = [self._tensor(start, *info) for info in infos]
 
-  def get_field(self, name: str) -> Field | None:
-    return self.fields.get(name)
+  def value(self, name: str, default: Any = None) -> Any:
+    """The contents of metadata entry `name`, or `default` if the file has none."""
+    field = self.fields.get(name)
+    return default if field is None else field.value
 
   def _scalar(self, fmt: str) -> Any:
     (value,) = struct.unpack_from(fmt, self._buf, self._at)

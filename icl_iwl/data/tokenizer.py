@@ -225,8 +225,7 @@ def sentencepiece_model_from_gguf(reader: gguf_file.GGUFFile) -> bytes:
   path = reader.path
 
   def field(name: str, default: object = None) -> object:
-    found = reader.get_field(f'tokenizer.ggml.{name}')
-    return default if found is None else found.contents()
+    return reader.value(f'tokenizer.ggml.{name}', default)
 
   if field('model') != 'llama':
     raise ValueError(
