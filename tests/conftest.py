@@ -157,9 +157,23 @@ def _load_real_reference():
   transformers = pytest.importorskip('transformers')
   from icl_iwl import paths  # pylint: disable=g-import-not-at-top
 
-  path = paths.embedded_gguf()
-  model = transformers.AutoModelForCausalLM.from_pretrained(
-      str(path.parent), gguf_file=path.name, dtype=torch.float32)
+  import gguf  # pylint: disable=g-import-not-at-top
+
+  # transformers parses the file with gguf-py twice (config, then tensors),
+  # ~20 s each for the 262k vocabulary strings: the second parse reuses the
+  # first (still gguf-py's, so the reference stays independent of our reader).
+  parsed = {}
+  def reader(path, mode='r'):
+    if (str(path), mode) not in parsed:
+      parsed[str(path), mode] = parse(path, mode)
+    return parsed[str(path), mode]
+
+  path, parse = paths.embedded_gguf(), gguf.GGUFReader
+  with pytest.MonkeyPatch.context() as patch:
+    patch.setattr(gguf, 'GGUFReader', reader)
+    model = transformers.AutoModelForCausalLM.from_pretrained(
+        str(path.parent), gguf_file=path.name, dtype=torch.float32)
+  del parsed
   gc.collect()  # Whatever the GGUF load left in reference cycles.
   return model.eval()
 

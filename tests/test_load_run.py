@@ -57,8 +57,9 @@ def _write_run(workdir: pathlib.Path, *words: str, best_metric: str = _METRIC,
   for step, acc in _ACCURACY.items():
     # A stand-in for training: every trained param moves (LoRA's B leaves 0).
     leaves, tree = jax.tree.flatten(state.params)
-    keys = jax.random.split(jax.random.key(step), len(leaves))
-    moved = [x + 0.05 * jax.random.normal(k, x.shape, x.dtype) for x, k in zip(leaves, keys)]
+    rng = np.random.default_rng(step)  # On the host: no program per leaf shape.
+    moved = [jax.device_put(np.asarray(x) + 0.05 * rng.standard_normal(x.shape, np.float32),
+                            x.sharding) for x in leaves]
     state = state.replace(step=jnp.int32(step), params=jax.tree.unflatten(tree, moved))
     writer.write(step, {_METRIC: acc})
     ckpt.save(step, state, {'next': step}, {_METRIC: acc} if best_metric else None)

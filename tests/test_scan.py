@@ -190,9 +190,9 @@ def _state(model, seed):
   optimizer = optim.optimizer(config_lib.train())
   state = state_lib.create(model, optimizer, lora.trainable(None), None, mesh, rules, seed)
   leaves, tree = jax.tree.flatten(state)
-  keys = jax.random.split(jax.random.key(seed), len(leaves))
-  moved = [x + jax.random.normal(k, x.shape, x.dtype) if x.ndim else x
-           for x, k in zip(leaves, keys)]
+  rng = np.random.default_rng(seed)  # On the host: no program per leaf shape.
+  moved = [jax.device_put(np.asarray(x) + rng.standard_normal(x.shape, np.float32).astype(x.dtype),
+                          x.sharding) if x.ndim else x for x in leaves]
   abstract = state_lib.sharded_abstract(model, optimizer, lora.trainable(None), mesh, rules)
   return jax.tree.unflatten(tree, moved), abstract
 
