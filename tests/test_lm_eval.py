@@ -221,7 +221,9 @@ def test_simple_evaluate_runs_a_local_task_and_logs_the_reference_numbers(tmp_pa
 @pytest.mark.e2e
 def test_command_line_runs_the_backend(tmp_path):
   name = _task(tmp_path)
-  env = dict(os.environ, HF_HUB_OFFLINE='1', HF_DATASETS_OFFLINE='1')
+  # One device: this is the command line's test (8 devices: the tests above).
+  env = dict(os.environ, HF_HUB_OFFLINE='1', HF_DATASETS_OFFLINE='1', XLA_FLAGS=(
+      os.environ['XLA_FLAGS'] + ' --xla_force_host_platform_device_count=1'))
   out = subprocess.run(
       [sys.executable, '-m', 'icl_iwl.lm_eval', '--model', 'icl_iwl',
        '--model_args', 'checkpoint=random,preset=tiny', '--tasks', name,

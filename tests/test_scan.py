@@ -184,17 +184,18 @@ def test_lora_on_scanned_layers_trains_only_adapters_and_merges_the_same():
 
 
 def _state(model, seed):
-  """A train state with every param and moment away from its init."""
+  """(A train state of random values, every param and moment; its sharded abstract)."""
   mesh = mesh_lib.make_mesh((('data', 1), ('fsdp', 8), ('tensor', 1)))
   rules = rules_lib.fit(config_lib.base('train').rules, model.config, mesh)
   optimizer = optim.optimizer(config_lib.train())
-  state = state_lib.create(model, optimizer, lora.trainable(None), None, mesh, rules, seed)
-  leaves, tree = jax.tree.flatten(state)
-  rng = np.random.default_rng(seed)  # On the host: no program per leaf shape.
-  moved = [jax.device_put(np.asarray(x) + rng.standard_normal(x.shape, np.float32).astype(x.dtype),
-                          x.sharding) if x.ndim else x for x in leaves]
   abstract = state_lib.sharded_abstract(model, optimizer, lora.trainable(None), mesh, rules)
-  return jax.tree.unflatten(tree, moved), abstract
+  # Random values on the host, placed as the state's shardings say (no init
+  # program to compile: every leaf is overwritten anyway).
+  rng = np.random.default_rng(seed)
+  leaves = [jax.device_put(rng.standard_normal(x.shape, np.float32).astype(x.dtype)
+                           if x.ndim else np.zeros((), x.dtype), x.sharding)
+            for x in jax.tree.leaves(abstract)]
+  return jax.tree.unflatten(jax.tree.structure(abstract), leaves), abstract
 
 
 def test_an_orbax_checkpoint_of_either_layout_restores_into_the_other(tmp_path):
