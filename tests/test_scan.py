@@ -189,8 +189,8 @@ def _state(model, seed):
   rules = rules_lib.fit(config_lib.base('train').rules, model.config, mesh)
   optimizer = optim.optimizer(config_lib.train())
   abstract = state_lib.sharded_abstract(model, optimizer, lora.trainable(None), mesh, rules)
-  # Random values on the host, placed as the state's shardings say (no init
-  # program to compile: every leaf is overwritten anyway).
+  # Random values on the host, placed as the state's shardings say: the test
+  # needs values that differ leaf by leaf, not an init (a compile of ~15 s).
   rng = np.random.default_rng(seed)
   leaves = [jax.device_put(rng.standard_normal(x.shape, np.float32).astype(x.dtype)
                            if x.ndim else np.zeros((), x.dtype), x.sharding)
