@@ -426,7 +426,7 @@ def test_real_270m_exports_to_transformers(tmp_path, real_rt):
   del reference
   assert (got.argmax(-1) == expected.argmax(-1)).all()
   # 1.3 GB each. f32 rounding of torch vs XLA over 18 layers and 600 tokens
-  # came to 3.0e-4 at most here (test_gemma3_270m allows 1e-3).
+  # came to 3.0e-4 at most here (test_gemma3_270m allows 5e-4 too).
   diff = np.abs(np.subtract(got, expected, out=got), out=got)
   assert diff.max() <= 5e-4, diff.max()
   assert diff[:, 512:].max() <= 5e-4  # Positions past the sliding window.

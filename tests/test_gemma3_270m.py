@@ -102,8 +102,11 @@ def test_logits_match_transformers_gguf_load(real_rt, real_reference):
     diff.append(np.abs(got - expected).max(-1))
     np.testing.assert_array_equal(got.argmax(-1), expected.argmax(-1))
   diff = np.concatenate(diff)
-  assert diff.max() <= 1e-3, diff.max()
-  assert diff[512:].max() <= 1e-3  # Positions past the sliding window.
+  # On a 2-core Xeon (avx512): max 1.4e-4 over the 753 positions, median
+  # 3.6e-5 (logits of magnitude ~22); the export test allows 5e-4 too.
+  assert np.median(diff) <= 1e-4, np.median(diff)
+  assert diff.max() <= 5e-4, diff.max()
+  assert diff[512:].max() <= 5e-4  # Positions past the sliding window.
 
 
 _PROBE_DATASETS = ('reversals', 'syllogisms', 'reversal_curse', 'semantic', 'ictrain')
