@@ -5,6 +5,7 @@ outputs), not read back from the code under test.
 """
 
 import collections
+import functools
 import hashlib
 import math
 import pathlib
@@ -412,12 +413,12 @@ def test_model_embedder_mean_pools_each_text_alone(tok):
            'enough tokens to need the next padded length', '', 'cat']
   got = embedding.model_embedder(model, params, tok, batch_size=2)(texts)
   assert got.shape == (4, presets.get('tiny').embed_dim)
+  apply = jax.jit(functools.partial(model.apply, return_hidden=True))
   for text, vector in zip(texts, got):
     ids = tok.encode(text, add_bos=True)
     n = len(ids)
-    hidden, _ = model.apply(
-        {'params': params}, np.asarray([ids]), np.arange(n)[None],
-        np.tril(np.ones((n, n), bool))[None], return_hidden=True)
+    hidden, _ = apply({'params': params}, np.asarray([ids]), np.arange(n)[None],
+                      np.tril(np.ones((n, n), bool))[None])
     want = np.asarray(hidden[0, 1:]).mean(0) if n > 1 else np.zeros_like(vector)
     np.testing.assert_allclose(vector, want, atol=1e-5)
   assert embedding.model_key(
