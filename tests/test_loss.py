@@ -105,14 +105,14 @@ def test_loss_sums_counts_only_targets_inside_a_segment():
   segments = jnp.array([[1, 1, 1, 2, 2, 2, 2, 0]], jnp.int32)
   positions = jnp.array([[0, 1, 2, 0, 1, 2, 3, 0]], jnp.int32)
   loss_mask = jnp.array([[0, 1, 1, 0, 0, 1, 1, 0]], jnp.int32)
-  params = nn.unbox(model.init(jax.random.key(0), tokens, positions,
-                               cache.causal_mask(segments)))['params']
+  params = jax.jit(lambda: nn.unbox(model.init(jax.random.key(0), tokens, positions,
+                                                cache.causal_mask(segments)))['params'])()
   batch = dict(tokens=tokens, segment_ids=segments, positions=positions,
                loss_mask=loss_mask)
-  total, count = step_lib.loss_sums(model, params, batch)
+  total, count = jax.jit(lambda p: step_lib.loss_sums(model, p, batch))(params)
 
-  logits, _ = model.apply({'params': params}, tokens, positions,
-                          cache.causal_mask(segments))
+  logits, _ = jax.jit(model.apply)({'params': params}, tokens, positions,
+                                   cache.causal_mask(segments))
   logprobs = jax.nn.log_softmax(logits[0], -1)
   # Targets (predicted at t - 1): tokens 4, 5 of segment 1; 8, 9 of segment 2.
   expected = -sum(float(logprobs[t - 1, tokens[0, t]]) for t in (1, 2, 5, 6))
