@@ -105,8 +105,7 @@ def test_loss_sums_counts_only_targets_inside_a_segment():
   segments = jnp.array([[1, 1, 1, 2, 2, 2, 2, 0]], jnp.int32)
   positions = jnp.array([[0, 1, 2, 0, 1, 2, 3, 0]], jnp.int32)
   loss_mask = jnp.array([[0, 1, 1, 0, 0, 1, 1, 0]], jnp.int32)
-  params = jax.jit(lambda: nn.unbox(model.init(jax.random.key(0), tokens, positions,
-                                                cache.causal_mask(segments)))['params'])()
+  params = jax.jit(gemma.init_params, static_argnums=0)(model, jax.random.key(0))
   batch = dict(tokens=tokens, segment_ids=segments, positions=positions,
                loss_mask=loss_mask)
   total, count = jax.jit(lambda p: step_lib.loss_sums(model, p, batch))(params)

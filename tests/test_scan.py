@@ -192,10 +192,10 @@ def _state(model, seed):
   # Random values on the host, placed as the state's shardings say: the test
   # needs values that differ leaf by leaf, not an init (a compile of ~15 s).
   rng = np.random.default_rng(seed)
-  leaves = [jax.device_put(rng.standard_normal(x.shape, np.float32).astype(x.dtype)
-                           if x.ndim else np.zeros((), x.dtype), x.sharding)
-            for x in jax.tree.leaves(abstract)]
-  return jax.tree.unflatten(jax.tree.structure(abstract), leaves), abstract
+  state = jax.tree.map(lambda x: jax.device_put(
+      rng.standard_normal(x.shape, np.float32).astype(x.dtype) if x.ndim
+      else np.zeros((), x.dtype), x.sharding), abstract)
+  return state, abstract
 
 
 def test_an_orbax_checkpoint_of_either_layout_restores_into_the_other(tmp_path):
