@@ -13,7 +13,9 @@ adapters are merged into its weights first). --to is
              `AutoModelForCausalLM.from_pretrained(DIR)` and
              `AutoTokenizer.from_pretrained(DIR)` load it offline;
   gguf:PATH  one GGUF file as llama.cpp writes Gemma (checkpoints/gguf.py),
-             with the tokenizer metadata of the source's GGUF.
+             with the tokenizer metadata of the source's GGUF, or rebuilt
+             from the tokenizer.json of an hf: source
+             (`gguf.tokenizer_fields_from_hf`).
 The tokenizer is the source's: a run's is that of the checkpoint it was
 trained from. transformers builds the tokenizer files of a GGUF tokenizer
 (pip install -e ".[export]"; ~1 min for Gemma 3's 262k tokens), once per
@@ -136,10 +138,11 @@ def check(source: str, target: str, dtype: str = 'float32',
     tok_kind, _, tok_path = tokenizer_source(source).partition(':')
   except CheckpointError as e:
     raise errors.UserError(str(e)) from None
-  if kind == 'gguf' and tok_kind != 'gguf':
+  if kind == 'gguf' and tok_kind == 'hf' and not (
+      pathlib.Path(tok_path) / 'tokenizer.json').is_file():
     raise errors.UserError(
-        f'--to={target}: a GGUF file carries the tokenizer of a GGUF checkpoint, '
-        f'and the tokenizer of --from={source} is that of hf:{tok_path}.')
+        f'--to={target}: the GGUF tokenizer is rebuilt from a tokenizer.json, and '
+        f'hf:{tok_path} (the tokenizer of --from={source}) has none.')
   if kind == 'hf' and tok_kind == 'gguf':
     try:  # transformers' GGUF reader imports torch.
       import torch  # pylint: disable=g-import-not-at-top,unused-import
@@ -240,6 +243,10 @@ def export(source: str, target: str, dtype: str = 'float32',
   destination = pathlib.Path(path).expanduser()
   tok_source = tokenizer_source(source)
   try:  # A CheckpointError here is the user's: e.g. a run without that step.
+    if kind == 'gguf':  # Before the weights: a tokenizer it cannot state stops here.
+      tok_kind, _, tok_path = tok_source.partition(':')
+      tok_fields = (gguf.tokenizer_fields(gguf.read(tok_path)) if tok_kind == 'gguf'
+                    else gguf.tokenizer_fields_from_hf(tok_path))
     config, params = read(source)
     if kind == 'hf':
       with paths.atomic_dir(destination, overwrite) as tmp:
@@ -250,9 +257,8 @@ def export(source: str, target: str, dtype: str = 'float32',
       if misread:
         logging.warning("transformers' GGUF loader will misread %s: %s (our "
                         'loader reads it right).', destination, '; '.join(misread))
-      reader = gguf.read(tok_source.partition(':')[2])
       with paths.atomic_path(destination) as tmp:
-        gguf.write(tmp, config, params, gguf.tokenizer_fields(reader), dtype)
+        gguf.write(tmp, config, params, tok_fields, dtype)
   except CheckpointError as e:
     raise errors.UserError(str(e)) from e
   logging.info('Exported %s to %s (%s).', source, destination, dtype)

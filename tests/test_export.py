@@ -121,7 +121,7 @@ def tok_gguf(tmp_path_factory) -> pathlib.Path:
   w.add_tokenizer_model('llama')
   w.add_token_list(_PIECES)
   w.add_token_scores([-float(i) for i in range(len(_PIECES))])
-  w.add_token_types([gguf_lib.TokenType.CONTROL] * 3 + [gguf_lib.TokenType.UNKNOWN]
+  w.add_token_types([gguf_lib.TokenType.CONTROL] * 4  # <unk> too, as in the 270M's file.
                     + [gguf_lib.TokenType.NORMAL] * (len(_PIECES) - 4))
   for name, i in [('pad', 0), ('eos', 1), ('bos', 2), ('unk', 3)]:
     getattr(w, f'add_{name}_token_id')(i)
@@ -303,6 +303,51 @@ def test_lora_run_exports_with_the_logits_of_the_lora_model(
   assert np.abs(without - expected).max() > 1e-2
 
 
+def _fields(path: pathlib.Path) -> dict[str, object]:
+  return {k: v for k, v, _ in gguf.tokenizer_fields(gguf.read(path))}
+
+
+def test_gguf_export_of_an_hf_source_loads_in_transformers_as_the_source(
+    tok_gguf, tok_files, tmp_path):
+  # The source's tokenizer.json is what transformers built from tok_gguf: the
+  # GGUF tokenizer rebuilt from it states tok_gguf's pieces, types and ids.
+  config = _TRANSFORMERS_GGUF['gemma3']
+  source = tmp_path / 'source'
+  _write_hf(source, config, _random_params(config), tok_files)
+  out = export.export(f'hf:{source}', f'gguf:{tmp_path / "out.gguf"}')
+  got, want = _fields(out), _fields(tok_gguf)
+  for key in ('tokenizer.ggml.model', 'tokenizer.ggml.bos_token_id',
+              'tokenizer.ggml.eos_token_id', 'tokenizer.ggml.unknown_token_id',
+              'tokenizer.ggml.padding_token_id', 'tokenizer.ggml.add_space_prefix'):
+    assert got[key] == want[key], key
+  assert got['tokenizer.ggml.add_bos_token'] is True  # transformers' default for it.
+  # transformers' GemmaTokenizer added a special '<mask>' after tok_gguf's pieces.
+  n = len(_PIECES)
+  assert got['tokenizer.ggml.tokens'] == _PIECES + ['<mask>']
+  assert np.array_equal(got['tokenizer.ggml.token_type'][:n], want['tokenizer.ggml.token_type'])
+  assert got['tokenizer.ggml.token_type'][n] == gguf_lib.TokenType.CONTROL
+  # The NORMAL pieces keep their order and spacing of scores (tok_gguf's start at -4).
+  normal = np.asarray(want['tokenizer.ggml.token_type']) == gguf_lib.TokenType.NORMAL
+  np.testing.assert_array_equal(np.asarray(got['tokenizer.ggml.scores'])[:n][normal],
+                                np.asarray(want['tokenizer.ggml.scores'])[normal] + 4)
+
+  # transformers reads the GGUF with the logits and token ids of the source.
+  tokens = _tokens(config.vocab_size)
+  expected = _torch_logits(transformers.AutoModelForCausalLM.from_pretrained(
+      source, dtype=torch.float32, attn_implementation='eager').eval(), tokens)
+  got_logits = _torch_logits(transformers.AutoModelForCausalLM.from_pretrained(
+      tmp_path, gguf_file=out.name, dtype=torch.float32,
+      attn_implementation='eager').eval(), tokens)
+  assert np.abs(got_logits - expected).max() <= 1e-4  # Norms stored as 1 + w.
+  assert np.abs(expected).max() > 1.0
+  theirs = transformers.AutoTokenizer.from_pretrained(str(tmp_path), gguf_file=out.name)
+  ours = gguf.load(out)[2]
+  for text in ['ab cd', 'abcdefghij ef', ' a', 'j\u2581a', 'zz', '']:
+    want_ids = tokenizer_lib.from_hf_dir(source).encode(text, add_bos=True)
+    assert ours.encode(text, add_bos=True) == want_ids, text
+    assert theirs(text).input_ids == want_ids, text
+
+
 @pytest.fixture
 def hf_source(tok_files, tmp_path) -> pathlib.Path:
   """A transformers directory of tiny Gemma 1 weights (no GGUF tokenizer)."""
@@ -369,6 +414,10 @@ def test_bad_flags_are_refused_in_one_line_before_any_weights_load(
   a_file = tmp_path / 'a_file'
   a_file.write_text('')
   new = tmp_path / 'new'
+  no_json = tmp_path / 'no_json'  # A tokenizer.model only.
+  shutil.copytree(hf_source, no_json)
+  (no_json / 'tokenizer.json').unlink()
+  (no_json / 'tokenizer.model').write_bytes(b'')
   cases = [
       (('foo:x', f'hf:{new}'), r"Unknown --from 'foo:x'\..* Valid: .*run:WORKDIR"),
       (('random', f'hf:{new}'), 'random weights are not worth exporting'),
@@ -381,8 +430,8 @@ def test_bad_flags_are_refused_in_one_line_before_any_weights_load(
       ((f'hf:{hf_source}', f'hf:{a_file}', 'float32', True), 'is a file, not a directory'),
       ((f'hf:{hf_source}', f'hf:{a_file}/sub/out'), f'{a_file} is not a directory'),
       ((f'hf:{hf_source}', 'hf:/proc/icl_iwl_export'), 'cannot write in /proc'),
-      ((f'hf:{hf_source}', f'gguf:{new}.gguf'),
-       'a GGUF file carries the tokenizer of a GGUF checkpoint'),
+      ((f'hf:{no_json}', f'gguf:{new}.gguf'),
+       f'the GGUF tokenizer is rebuilt from a tokenizer.json, and hf:{no_json}'),
   ]
   for args, message in cases:
     with pytest.raises(errors.UserError, match=message) as error:
@@ -440,15 +489,31 @@ def test_real_270m_exports_to_transformers(tmp_path, real_rt):
     want = ours.encode(text, add_bos=True)
     assert theirs(text).input_ids == want, text
     assert read_back.encode(text, add_bos=True) == want, text
-  shutil.rmtree(tmp_path / 'hf')
 
-  # GGUF: our loader reads back the architecture (compared with the preset
-  # field by field), every weight, and a tokenizer with our ids. That
-  # transformers' GGUF loader reads our files with our logits is tested on
-  # the tiny Gemma 3 above (on the real file it is a 2-minute dequantizing
-  # load of what our reader already checks here).
+  # GGUF, from that export (its tokenizer rebuilt from tokenizer.json): our
+  # loader reads back the architecture (compared with the preset field by
+  # field), every weight, and a tokenizer with our ids. That transformers'
+  # GGUF loader reads our files with our logits is tested on the tiny Gemma 3
+  # above (on the real file it is a 2-minute dequantizing load of what our
+  # reader already checks here).
   del expected
-  export.export('embedded', f'gguf:{tmp_path / "out.gguf"}')
+  export.export(f'hf:{tmp_path / "hf"}', f'gguf:{tmp_path / "out.gguf"}')
+  shutil.rmtree(tmp_path / 'hf')
+  # The rebuilt tokenizer metadata is the embedded file's: every piece, type
+  # and flag; the scores too except on the single characters (listed after
+  # every merged piece), which sit a constant lower in the file (31: an offset
+  # of its SentencePiece training; no merge produces a single character, so
+  # no reader's merge order depends on it).
+  got = _fields(tmp_path / 'out.gguf')
+  want = _fields(paths.embedded_gguf())
+  assert got.keys() <= want.keys()
+  scores = 'tokenizer.ggml.scores'
+  for key in got.keys() - {scores}:
+    assert np.array_equal(got[key], want[key]), key
+  differ = np.flatnonzero(np.asarray(got[scores]) != np.asarray(want[scores]))
+  assert {len(want['tokenizer.ggml.tokens'][i]) for i in differ} == {1}, differ[:5]
+  offsets = np.asarray(got[scores])[differ] - np.asarray(want[scores])[differ]
+  assert len(set(offsets.tolist())) == 1, set(offsets.tolist())
   _, loaded, read_tok = gguf.load(tmp_path / 'out.gguf', real_rt.model.config)
   for text in texts:
     assert read_tok.encode(text, add_bos=True) == ours.encode(text, add_bos=True), text

@@ -13,6 +13,7 @@ $ICL_IWL_CACHE/gemma3_270m/ (written atomically, CRC-32 beside it); later
 loads take seconds.
 """
 
+import json
 import logging
 import math
 import pathlib
@@ -22,6 +23,7 @@ from typing import Callable
 
 import numpy as np
 import safetensors.numpy
+import tokenizers
 
 from icl_iwl import paths
 from icl_iwl.checkpoints import gguf_file
@@ -288,6 +290,98 @@ def tokenizer_fields(reader) -> list[tuple[str, object, list]]:
   for `write`."""
   return [(key, field.contents(), field.types) for key, field in reader.fields.items()
           if key.startswith('tokenizer.')]
+
+
+_BYTE_PIECE = re.compile(r'<0x[0-9A-F]{2}>')
+
+
+def tokenizer_fields_from_hf(directory: str | pathlib.Path) -> list[tuple[str, object, list]]:
+  """The `tokenizer.*` metadata llama.cpp writes for Gemma, rebuilt from the
+  `tokenizer.json` of a Hugging Face directory (for `write`).
+
+  Gemma's tokenizer is SentencePiece BPE; `tokenizer.json` states it as BPE
+  with byte fallback. The GGUF lists every piece by id with a type and a
+  score, as llama.cpp's conversion does: added tokens are CONTROL if special,
+  else USER_DEFINED; the model's unk_token, if not added, UNKNOWN; `<0xHH>` pieces are BYTE (score 0); a piece of two or
+  more '▁' is a USER_DEFINED run of spaces, spelled with real spaces; every
+  other piece is NORMAL, scored -(its rank among the NORMAL pieces), which is
+  the order its merges take (transformers' GGUF reader rebuilds Gemma's merges
+  from that order, llama.cpp's from the scores). On the embedded 270M's own
+  tokenizer this gives its pieces and types exactly and its scores up to one
+  constant offset on the single characters, which no merge produces
+  (tests/test_export.py).
+
+  Raises:
+    CheckpointError: if the directory has no `tokenizer.json` or it is not a
+      BPE model with byte fallback.
+  """
+  import gguf  # pylint: disable=g-import-not-at-top
+
+  directory = pathlib.Path(directory)
+  path = directory / 'tokenizer.json'
+  if not path.is_file():
+    raise CheckpointError(f'{directory} has no tokenizer.json, which a GGUF tokenizer '
+                          'is rebuilt from')
+  spec = json.loads(path.read_text())
+  model = spec.get('model') or {}
+  if model.get('type') != 'BPE' or not model.get('byte_fallback'):
+    raise CheckpointError(
+        f'{path}: a GGUF export rebuilds a SentencePiece BPE tokenizer with byte '
+        f'fallback (Gemma\'s); this one is {model.get("type")!r} with byte_fallback '
+        f'{model.get("byte_fallback")!r}')
+  added = {a['id']: a for a in spec.get('added_tokens') or ()}
+  pieces = {i: piece for piece, i in model['vocab'].items()}
+  pieces.update((i, a['content']) for i, a in added.items())
+  size = max(pieces) + 1
+  if len(pieces) != size:
+    raise CheckpointError(f'{path}: ids {sorted(set(range(size)) - set(pieces))[:5]} '
+                          f'have no piece')
+  t = gguf.TokenType
+  tokens, types = [], []
+  for i in range(size):
+    piece = pieces[i]
+    if i in added:
+      kind = t.CONTROL if added[i]['special'] else t.USER_DEFINED
+    elif piece == model.get('unk_token'):
+      kind = t.UNKNOWN
+    elif _BYTE_PIECE.fullmatch(piece):
+      kind = t.BYTE
+    elif len(piece) > 1 and not piece.strip('\u2581'):
+      kind, piece = t.USER_DEFINED, ' ' * len(piece)
+    else:
+      kind = t.NORMAL
+    tokens.append(piece)
+    types.append(int(kind))
+  types_np = np.asarray(types)
+  normal = types_np == t.NORMAL
+  scores = np.where(normal, -(np.cumsum(normal) - 1.0),
+                    np.where(types_np == t.BYTE, 0.0, -1000.0)).tolist()
+  tok = tokenizer_lib.from_hf_dir(directory)
+  # What the tokenizer does, rather than how its JSON may spell it: whether
+  # it adds BOS / EOS to a text and a space before its first word.
+  backend = tokenizers.Tokenizer.from_file(str(path))
+  with_specials = backend.encode('a', add_special_tokens=True).ids
+  first_piece = backend.encode('a', add_special_tokens=False).tokens[0]
+  chat_template = tokenizer_lib.read_json(directory / 'tokenizer_config.json').get(
+      'chat_template')
+  v = gguf.GGUFValueType
+  fields = [
+      ('tokenizer.ggml.model', 'llama', [v.STRING]),
+      ('tokenizer.ggml.pre', 'default', [v.STRING]),
+      ('tokenizer.ggml.tokens', tokens, [v.ARRAY, v.STRING]),
+      ('tokenizer.ggml.scores', scores, [v.ARRAY, v.FLOAT32]),
+      ('tokenizer.ggml.token_type', types, [v.ARRAY, v.INT32]),
+      ('tokenizer.ggml.bos_token_id', tok.bos_id, [v.UINT32]),
+      ('tokenizer.ggml.eos_token_id', tok.eos_id, [v.UINT32]),
+      ('tokenizer.ggml.unknown_token_id', tok.unk_id, [v.UINT32]),
+      ('tokenizer.ggml.padding_token_id', tok.pad_id, [v.UINT32]),
+      ('tokenizer.ggml.add_bos_token', with_specials[0] == tok.bos_id, [v.BOOL]),
+      ('tokenizer.ggml.add_eos_token', with_specials[-1] == tok.eos_id, [v.BOOL]),
+      ('tokenizer.ggml.add_space_prefix', first_piece.startswith('\u2581'), [v.BOOL]),
+  ]
+  if isinstance(chat_template, str):
+    fields.append(('tokenizer.chat_template', chat_template, [v.STRING]))
+  return fields
 
 
 def transformers_misreads(config: GemmaConfig) -> list[str]:

@@ -332,7 +332,7 @@ def _hf_special_ids(
 ) -> dict[str, int]:
   """Special ids stated by the files of a Hugging Face directory."""
   ids = dict(_GEMMA_SPECIAL_IDS)
-  config = _read_json(directory / 'config.json')
+  config = read_json(directory / 'config.json')
   for name in _SPECIAL_NAMES:
     value = config.get(f'{name}_token_id')
     if isinstance(value, list):  # e.g. eos_token_id: [1, 106]
@@ -340,7 +340,7 @@ def _hf_special_ids(
     if isinstance(value, int):
       ids[name] = value
   for filename in ('special_tokens_map.json', 'tokenizer_config.json'):
-    stated = _read_json(directory / filename)
+    stated = read_json(directory / filename)
     for name in _SPECIAL_NAMES:
       token = stated.get(f'{name}_token')
       if isinstance(token, dict):  # {"content": "<bos>", "lstrip": false, ...}
@@ -350,5 +350,5 @@ def _hf_special_ids(
   return ids
 
 
-def _read_json(path: pathlib.Path) -> dict:
+def read_json(path: pathlib.Path) -> dict:
   return json.loads(path.read_text()) if path.is_file() else {}
