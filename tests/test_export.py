@@ -418,6 +418,11 @@ def test_bad_flags_are_refused_in_one_line_before_any_weights_load(
   shutil.copytree(hf_source, no_json)
   (no_json / 'tokenizer.json').unlink()
   (no_json / 'tokenizer.model').write_bytes(b'')
+  unigram = tmp_path / 'unigram'  # A tokenizer.json GGUF's 'llama' model cannot state.
+  shutil.copytree(hf_source, unigram)
+  spec = json.loads((unigram / 'tokenizer.json').read_text())
+  spec['model']['type'] = 'Unigram'
+  (unigram / 'tokenizer.json').write_text(json.dumps(spec))
   cases = [
       (('foo:x', f'hf:{new}'), r"Unknown --from 'foo:x'\..* Valid: .*run:WORKDIR"),
       (('random', f'hf:{new}'), 'random weights are not worth exporting'),
@@ -432,6 +437,8 @@ def test_bad_flags_are_refused_in_one_line_before_any_weights_load(
       ((f'hf:{hf_source}', 'hf:/proc/icl_iwl_export'), 'cannot write in /proc'),
       ((f'hf:{no_json}', f'gguf:{new}.gguf'),
        f'the GGUF tokenizer is rebuilt from a tokenizer.json, and hf:{no_json}'),
+      ((f'hf:{unigram}', f'gguf:{new}.gguf'),
+       "rebuilds a SentencePiece BPE tokenizer with byte fallback.*this one is 'Unigram'"),
   ]
   for args, message in cases:
     with pytest.raises(errors.UserError, match=message) as error:
