@@ -65,7 +65,6 @@ def test_experiment_runs_its_stages_once_and_reports_them(tmp_path, capsys):
   assert result == {'report': str(tmp_path / 'report.md')}
   text = (tmp_path / 'report.md').read_text()
   rows = _lines(tmp_path / 'icl' / 'test_reversal-baseline.jsonl')
-  assert '| test_reversal | 0.500  | ' in text
   assert 'FT (LoRA 16)' in text and ': ICL (' in text
   # The no-context column is the eval_icl stage's baseline accuracy, the FT
   # column the accuracy of the trained model's per-item scores at its last step.
@@ -73,6 +72,8 @@ def test_experiment_runs_its_stages_once_and_reports_them(tmp_path, capsys):
   header = next(line for line in lines if line.startswith('| split '))
   row = next(line for line in lines if line.startswith('| test_reversal '))
   cells = dict(zip([c.strip() for c in header.split('|')], [c.strip() for c in row.split('|')]))
+  assert cells['chance'] == '0.500'
+  assert cells['probes'] == str(len(rows))  # The ICL and the FT stage's alike.
   assert cells['random, no context'] == f'{_accuracy(rows):.3f}'
   last = tmp_path / 'finetune' / 'items' / f'step{config.stages.finetune.train.steps}'
   assert cells['FT (LoRA 16)'] == f'{_accuracy(_lines(last / "test_reversal.jsonl")):.3f}'

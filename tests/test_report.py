@@ -23,8 +23,8 @@ def _run(root: pathlib.Path, name: str, config: dict, **files) -> pathlib.Path:
 def _eval_icl(seed: int, baseline: float, icl: float) -> tuple[dict, str]:
   config = {'job': 'eval_icl', 'seed': 0, 'model': {'checkpoint': 'embedded'},
             'eval': {'dataset': 'reversals', 'config': 'full'}, 'icl': {'seed': seed}}
-  summary = {'splits': [{'split': 'test_reversal', 'chance': 0.5, 'baseline': baseline,
-                         'icl': icl, 'protocol': 'paper'}]}
+  summary = {'splits': [{'split': 'test_reversal', 'n': 40, 'chance': 0.5,
+                         'baseline': baseline, 'icl': icl, 'protocol': 'paper'}]}
   return config, json.dumps(summary)
 
 
@@ -49,7 +49,10 @@ def test_report_tables_mean_and_spread_over_seeds(tmp_path):
     _run(root, f'lora{seed}', config, metrics_jsonl=metrics)
   config, metrics = _train(0, 0, [0.4])
   config['label'] = 'my FT'
-  _run(root, 'labelled', config, metrics_jsonl=metrics)
+  labelled = _run(root, 'labelled', config, metrics_jsonl=metrics)
+  # Its last eval's per-item scores: 20 probes (the eval_icl runs say 40).
+  (labelled / 'items' / 'step10').mkdir(parents=True)
+  (labelled / 'items' / 'step10' / 'test_reversal.jsonl').write_text('{}\n' * 20)
   (root / 'unfinished').mkdir()
   (root / 'unfinished' / 'config.json').write_text(json.dumps(config))
 
@@ -60,7 +63,9 @@ def test_report_tables_mean_and_spread_over_seeds(tmp_path):
   header = next(line for line in text.splitlines() if line.startswith('| split'))
   columns = [c.strip() for c in header.strip('|').split('|')]
   got = dict(zip(columns, cells))
-  assert columns == ['split', 'chance', 'prior', 'ICL (paper)', 'FT (LoRA 16)', 'my FT']
+  assert columns == ['split', 'probes', 'chance', 'prior', 'ICL (paper)', 'FT (LoRA 16)',
+                     'my FT']
+  assert got['probes'] == '20/40'
   assert got['chance'] == '0.500'
   assert got['prior'] == '0.250 [0.250, 0.250] n=2'
   assert got['ICL (paper)'] == '0.625 [0.500, 0.750] n=2'
