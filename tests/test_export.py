@@ -279,11 +279,14 @@ def test_lora_run_exports_with_the_logits_of_the_lora_model(
 
   # The run starts from 'random' weights: its tokenizer is the embedded one's.
   monkeypatch.setattr(paths, 'embedded_gguf', lambda: tok_gguf)
+  # A Gemma 3 that transformers' GGUF loader reads as it is (unlike 'tiny').
+  config = _TRANSFORMERS_GGUF['gemma3']
+  monkeypatch.setitem(presets.PRESETS._items, config.name, lambda: config)  # pylint: disable=protected-access
   run = tmp_path / 'run'
-  config, saved = _write_run(run, 'lora')
-  lora_model = build.model(config.model)
+  run_config, saved = _write_run(run, 'lora', preset=config.name)
+  lora_model = build.model(run_config.model)
   assert lora_model.lora is not None
-  tokens = _tokens(211)
+  tokens = _tokens(config.vocab_size)
   expected = _our_logits(lora_model, saved[2], tokens)
 
   export.export(f'run:{run}@2', f'hf:{tmp_path / "hf"}')
@@ -294,7 +297,11 @@ def test_lora_run_exports_with_the_logits_of_the_lora_model(
       gguf.tokenizer(gguf.read(tok_gguf)).encode('ab cd', add_bos=True))
 
   export.export(f'run:{run}@2', f'gguf:{tmp_path / "run.gguf"}')
-  found, params, _ = gguf.load(tmp_path / 'run.gguf', presets.get('tiny'))
+  reference = transformers.AutoModelForCausalLM.from_pretrained(
+      tmp_path, gguf_file='run.gguf', dtype=torch.float32,
+      attn_implementation='eager').eval()
+  assert np.abs(_torch_logits(reference, tokens) - expected).max() <= 1e-4
+  found, params, _ = gguf.load(tmp_path / 'run.gguf', config)
   got = _our_logits(gemma.Transformer(found), params, tokens)
   assert np.abs(got - expected).max() <= 1e-4
   # The adapters matter: the base weights alone give other logits.

@@ -37,9 +37,11 @@ _METRIC = 'eval/test_reversal/acc_sum'
 
 
 def _write_run(workdir: pathlib.Path, *words: str, best_metric: str = _METRIC,
-               best_mode: str = 'max') -> tuple[dict, dict]:
-  """Saves steps 1-3 of a tiny run; returns (run config, {step: full params})."""
+               best_mode: str = 'max', preset: str = '') -> tuple[dict, dict]:
+  """Saves steps 1-3 of a tiny run (of `preset` instead of 'tiny' if given);
+  returns (run config, {step: full params})."""
   config = config_lib.load_file(f'{_CONFIG}:' + ','.join(['reversals', 'tiny', *words]))
+  config.model.preset = preset or config.model.preset
   config.checkpoint.update(best_metric=best_metric, best_mode=best_mode, keep=3)
   workdir.mkdir()
   (workdir / 'config.json').write_text(config.to_json_best_effort(indent=2) + '\n')
