@@ -216,14 +216,14 @@ def _method_order(methods: set[str]) -> list[str]:
 
 def table(dataset: str, cells: dict[str, dict[str, Cell]],
           chance: dict[tuple[str, str], float],
-          probes: dict[tuple[str, str], str] | None = None) -> str:
+          probes: dict[tuple[str, str], str]) -> str:
   """A Markdown table: one row per split (with its number of probes), one
   column per method."""
   methods = _method_order({m for per in cells.values() for m in per})
   rows = []
   for split, per in sorted(cells.items()):
     c = chance.get((dataset, split))
-    rows.append({'split': split, 'probes': (probes or {}).get((dataset, split), '-'),
+    rows.append({'split': split, 'probes': probes.get((dataset, split), '-'),
                  'chance': '-' if c is None else f'{c:.3f}',
                  **{m: str(per[m]) if m in per else '-' for m in methods}})
   return tables.markdown_table(rows, ['split', 'probes', 'chance', *methods])

@@ -302,11 +302,12 @@ def tokenizer_fields_from_hf(directory: str | pathlib.Path) -> list[tuple[str, o
   Gemma's tokenizer is SentencePiece BPE; `tokenizer.json` states it as BPE
   with byte fallback. The GGUF lists every piece by id with a type and a
   score, as llama.cpp's conversion does: added tokens are CONTROL if special,
-  else USER_DEFINED; the model's unk_token, if not added, UNKNOWN; `<0xHH>` pieces are BYTE (score 0); a piece of two or
-  more '▁' is a USER_DEFINED run of spaces, spelled with real spaces; every
-  other piece is NORMAL, scored -(its rank among the NORMAL pieces), which is
-  the order its merges take (transformers' GGUF reader rebuilds Gemma's merges
-  from that order, llama.cpp's from the scores). On the embedded 270M's own
+  else USER_DEFINED; the model's unk_token, if not added, UNKNOWN; `<0xHH>`
+  pieces are BYTE (score 0); a piece of two or more '▁' is a USER_DEFINED run
+  of spaces, spelled with real spaces; every other piece is NORMAL, scored
+  -(its rank among the NORMAL pieces), which is the order its merges take
+  (transformers' GGUF reader rebuilds Gemma's merges from that order,
+  llama.cpp's from the scores). On the embedded 270M's own
   tokenizer this gives its pieces and types exactly and its scores up to one
   constant offset on the single characters, which no merge produces
   (tests/test_export.py).
@@ -322,7 +323,8 @@ def tokenizer_fields_from_hf(directory: str | pathlib.Path) -> list[tuple[str, o
   if not path.is_file():
     raise CheckpointError(f'{directory} has no tokenizer.json, which a GGUF tokenizer '
                           'is rebuilt from')
-  spec = json.loads(path.read_text())
+  text = path.read_text()  # Read once: the spec below, and the tokenizer itself.
+  spec = json.loads(text)
   model = spec.get('model') or {}
   if model.get('type') != 'BPE' or not model.get('byte_fallback'):
     raise CheckpointError(
@@ -359,7 +361,7 @@ def tokenizer_fields_from_hf(directory: str | pathlib.Path) -> list[tuple[str, o
   tok = tokenizer_lib.from_hf_dir(directory)
   # What the tokenizer does, rather than how its JSON may spell it: whether
   # it adds BOS / EOS to a text and a space before its first word.
-  backend = tokenizers.Tokenizer.from_file(str(path))
+  backend = tokenizers.Tokenizer.from_str(text)
   with_specials = backend.encode('a', add_special_tokens=True).ids
   first_piece = backend.encode('a', add_special_tokens=False).tokens[0]
   chat_template = tokenizer_lib.read_json(directory / 'tokenizer_config.json').get(
