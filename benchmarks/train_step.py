@@ -77,8 +77,10 @@ warm-up: what the process holds, before a step's transients).
 compile included (transformers' GGUF dequantization and our state creation
 each hold extra copies of the weights for a moment).
 
-MFU (ours and, for reference, torch): `mfu.train_flops_per_token(config, L)` *
-tokens/s / `mfu.peak_flops(dtype)`, the peak being this CPU's measured matmul
+MFU (ours and, for reference, torch): `mfu.train_flops(config, B, L, slots)`
+/ (B L) * tokens/s / `mfu.peak_flops(dtype)` (the vocabulary projection
+counted at the positions our step projects: all of them, or the gathered
+target slots), the peak being this CPU's measured matmul
 rate in the compute dtype (measured in our worker, nothing else running).
 
 Checks (logged as errors; the numbers are still reported): the two sides get
@@ -277,7 +279,7 @@ def _ours_setup(dtype: str, batch: int, length: int, seed: int,
   info = {'compile_s': compile_s, 'slots': slots, 'targets': targets,
           'tokens_sum': int(host_batch['tokens'].astype(np.int64).sum()),
           'mask_sum': int(host_batch['loss_mask'].sum()),
-          'flops_per_token': tr.flops_per_step / (batch * length),
+          'flops_per_token': tr.flops(slots) / (batch * length),
           '_peak': lambda: mfu.peak_flops(rt.model.dtype)}
   return step, info
 

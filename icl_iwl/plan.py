@@ -68,10 +68,11 @@ TABLE_ROWS = (
 SLICES = (('v5e-8', 8, 16.0), ('v4-8', 4, 32.0), ('v5p-8', 4, 95.0))
 
 
-def plan(config: ml_collections.ConfigDict, devices: list[jax.Device] | None = None
-         ) -> dict:
+def plan(config: ml_collections.ConfigDict, devices: list[jax.Device] | None = None,
+         peak_tflops: float = 197.0) -> dict:
   """Compiles the train step of `config` abstractly over `devices` (default:
-  all); returns the figures."""
+  all); returns the figures (the ideal step time at `peak_tflops` per
+  device)."""
   tc = config.train
   rt = runtime.abstract(config, devices)
   tr = runtime.trainer(config, rt)
@@ -90,8 +91,8 @@ def plan(config: ml_collections.ConfigDict, devices: list[jax.Device] | None = N
       'batch': tc.batch_size, 'seq_len': tc.seq_len, 'accum': tc.accum,
       'per_device': per_device,
       'xla_flops_per_device': tr.step.cost_analysis().get('flops', 0.0),
-      'model_flops_per_step': tr.flops_per_step,
-      'ideal_step_seconds': tr.flops_per_step / (_PEAK.value * 1e12 * jax.device_count()),
+      'model_flops_per_step': tr.flops(None),
+      'ideal_step_seconds': tr.flops(None) / (peak_tflops * 1e12 * rt.mesh.size),
   }
 
 
@@ -141,7 +142,7 @@ def main(argv: list[str]) -> None:
     print('\n'.join(['', *table(config, _TABLE.value)]))
     return
   config_lib.validate(config, jax.device_count())
-  result = plan(config)
+  result = plan(config, peak_tflops=_PEAK.value)
   print(json.dumps(result, indent=2))
 
 

@@ -124,8 +124,8 @@ class Trainer:
     sizes).
   state_shardings / abstract_state: the train state's layout.
   batch_sharding: of the [B, L] batch arrays.
-  flops_per_step: model FLOPs of one step (6N per token, 4N under LoRA, plus
-    attention; see train/mfu.py).
+  flops(slots): model FLOPs of one step compiled for `slots` (6N per token,
+    4N under LoRA, plus attention; see train/mfu.py).
   """
 
   optimizer: optax.GradientTransformation
@@ -134,7 +134,7 @@ class Trainer:
   compile: Callable[[int | None], jax.stages.Compiled]
   abstract_state: state_lib.TrainState
   batch_sharding: jax.sharding.NamedSharding
-  flops_per_step: float
+  flops: Callable[[int | None], float]
 
   def create_state(self, rt: Runtime, base: Any, seed: int) -> state_lib.TrainState:
     """A fresh state on the mesh from pretrained host params (None: random)."""
@@ -151,13 +151,15 @@ class Trainer:
     return self.compile(None)
 
   def run(self, state: state_lib.TrainState, local: dict[str, np.ndarray]
-          ) -> tuple[state_lib.TrainState, dict[str, jax.Array]]:
-    """One step on this process's rows of a batch (the state donated)."""
+          ) -> tuple[state_lib.TrainState, dict[str, Any]]:
+    """One step on this process's rows of a batch (the state donated); the
+    metrics include the step's model FLOPs ('flops', a host float)."""
     slots = step_lib.target_slots(local)
     if jax.process_count() > 1:  # Every process runs the same program.
       every = multihost_utils.process_allgather(np.int32(slots or 0))
       slots = None if (every == 0).any() else int(every.max())
-    return self.compile(slots)(state, self.global_batch(local))
+    state, metrics = self.compile(slots)(state, self.global_batch(local))
+    return state, dict(metrics, flops=self.flops(slots))
 
 
 def trainer(config: ConfigDict, rt: Runtime) -> Trainer:
@@ -168,13 +170,12 @@ def trainer(config: ConfigDict, rt: Runtime) -> Trainer:
   compile_ = functools.cache(functools.partial(
       step_lib.compile_step, rt.model, optimizer, is_trainable, rt.mesh, rt.rules,
       tc.batch_size, tc.seq_len, tc.accum))
-  flops = mfu.train_flops_per_token(
-      rt.model.config, tc.seq_len, frozen_weights=bool(config.model.lora.rank))
   return Trainer(
       optimizer=optimizer, schedule=optim.schedule(tc), trainable=is_trainable,
       compile=lambda slots: compile_(slots=slots),
       abstract_state=state_lib.sharded_abstract(rt.model, optimizer, is_trainable,
                                                 rt.mesh, rt.rules),
       batch_sharding=jax.NamedSharding(rt.mesh, jax.P(dict(rt.rules).get(axes.BATCH))),
-      flops_per_step=flops * tc.batch_size * tc.seq_len)
+      flops=functools.partial(mfu.train_flops, rt.model.config, tc.batch_size,
+                              tc.seq_len, frozen_weights=bool(config.model.lora.rank)))
 

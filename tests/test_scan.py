@@ -249,3 +249,25 @@ def test_a_scanned_runs_weights_load_into_either_layout(tmp_path):
     assert jax.tree.structure(got) == jax.tree.structure(want)
     for x, y in zip(jax.tree.leaves(got), jax.tree.leaves(want)):
       np.testing.assert_array_equal(x, y)
+
+
+def test_per_device_memory_of_the_planned_step_falls_as_fsdp_grows():
+  """`plan` (the compiled train step's memory analysis) on 4 and 8 fake
+  devices: the sharded state halves and so do the temporaries per device."""
+  from icl_iwl import plan  # pylint: disable=g-import-not-at-top
+  config = config_lib.load_file(f'{_FINETUNE}:reversals,tiny')
+  config.model.update(scan_layers=True, remat='full')
+  config.train.update(batch_size=8, seq_len=64)
+  got = {}
+  for fsdp in (4, 8):
+    config.mesh = (('data', 1), ('fsdp', fsdp), ('tensor', 1))
+    got[fsdp] = plan.plan(config, jax.devices()[:fsdp])['per_device']
+  # Params, Adam's two moments: 3 f32 copies of the weights over the devices.
+  model = build.model(config.model)
+  shapes = jax.eval_shape(lambda: model.init(
+      jax.random.key(0), *_inputs(1, 4))['params'])
+  state_bytes = 3 * 4 * sum(x.size for x in jax.tree.leaves(shapes))
+  for fsdp in (4, 8):
+    assert got[fsdp]['arguments_gib'] * 2**30 == pytest.approx(state_bytes / fsdp, rel=0.05)
+  assert got[8]['temporaries_gib'] < 0.75 * got[4]['temporaries_gib']
+  assert got[8]['peak_gib'] < 0.75 * got[4]['peak_gib']

@@ -170,16 +170,20 @@ def test_wrong_config_key_and_bad_mesh_fail_clearly(tmp_path):
     loop.train(config, tmp_path)
 
 
-def test_model_flops_per_token():
+def test_model_flops_of_a_step():
   from icl_iwl.model import presets  # pylint: disable=g-import-not-at-top
   from icl_iwl.train import mfu  # pylint: disable=g-import-not-at-top
   config = presets.get('gemma3_270m')
-  full = mfu.train_flops_per_token(config, 128)
-  lora = mfu.train_flops_per_token(config, 128, frozen_weights=True)
+  full = mfu.train_flops(config, 1, 128) / 128
+  lora = mfu.train_flops(config, 1, 128, frozen_weights=True) / 128
   attention = 12 * 18 * 4 * 256 * 128  # 12 L H Dh T.
   # 6 x ~268M matmul weights (the tied output layer included, norms not).
   assert 6 * 265e6 < full - attention < 6 * 269e6
   assert (lora - attention) / (full - attention) == pytest.approx(4 / 6)
+  # Gathering 16 of 128 positions before the output layer (262,144 x 640
+  # weights) leaves it 6 x 16 x 262,144 x 640 FLOPs a row.
+  gathered = mfu.train_flops(config, 2, 128, slots=16)
+  assert 2 * 128 * full - gathered == pytest.approx(2 * 6 * (128 - 16) * 262144 * 640)
 
 
 @pytest.mark.parametrize('max_norm', [0.5, 100.0])

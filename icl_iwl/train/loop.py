@@ -178,7 +178,7 @@ def train(config: ml_collections.ConfigDict, workdir: pathlib.Path) -> dict[str,
   last: dict[str, float] = {}
   bar = tqdm.tqdm(total=tc.steps, initial=start, desc='train', unit='step',
                   disable=jax.process_index() != 0)
-  tick, steps_since, stop = time.perf_counter(), 0, False
+  tick, steps_since, flops_since, stop = time.perf_counter(), 0, 0.0, False
   try:
     for step in range(start, tc.steps):
       state, m = tr.run(state, next(data))
@@ -189,7 +189,7 @@ def train(config: ml_collections.ConfigDict, workdir: pathlib.Path) -> dict[str,
         raise FloatingPointError(
             f'Non-finite {what} at step {step + 1}; stopping without saving it. '
             f'The last good checkpoint is step {ckpt.latest_step()} in {ckpt.directory}.')
-      done, steps_since = step + 1, steps_since + 1
+      done, steps_since, flops_since = step + 1, steps_since + 1, flops_since + m['flops']
       bar.update(1)
       # Hook: eval.
       eval_metrics = None
@@ -205,11 +205,11 @@ def train(config: ml_collections.ConfigDict, workdir: pathlib.Path) -> dict[str,
                 'train/learning_rate': float(tr.schedule(step)),
                 'train/target_tokens': float(m['targets']),
                 'train/tokens_per_s': tokens_per_step * steps_since / elapsed,
-                'train/mfu': tr.flops_per_step * steps_since / elapsed / peak}
+                'train/mfu': flops_since / elapsed / peak}
         writer.write(done, last)
         bar.set_postfix(loss=f'{loss:.3f}', tok_s=f'{last["train/tokens_per_s"]:.0f}',
                         mfu=f'{last["train/mfu"]:.1%}')
-        tick, steps_since = time.perf_counter(), 0
+        tick, steps_since, flops_since = time.perf_counter(), 0, 0.0
       # Hook: checkpoint (and preemption).
       stop = preemption.agreed()
       best_due = eval_metrics is not None and config.checkpoint.best_metric

@@ -43,16 +43,21 @@ def peak_flops(dtype) -> float:
   return _measured_cpu_peak(jnp.dtype(dtype)) * jax.process_count()
 
 
-def train_flops_per_token(config: GemmaConfig, seq_len: int,
-                          frozen_weights: bool = False) -> float:
-  """Model FLOPs of one trained token (PaLM's 6N + 12 L N H T, full FT).
+def train_flops(config: GemmaConfig, batch: int, seq_len: int,
+                slots: int | None = None, frozen_weights: bool = False) -> float:
+  """Model FLOPs of one [batch, seq_len] train step (PaLM's 6N + 12 L H Dh T
+  per token, full fine-tuning).
 
-  N counts the matmul weights: attention, MLP and the tied output layer.
+  N counts the matmul weights: attention and MLP at every position, the tied
+  output layer at the positions projected onto the vocabulary: every one, or
+  `slots` per row when the step gathers the targets first (`step.loss_sums`).
   `frozen_weights` (LoRA): no gradient of the base weights is computed, so
   4N (forward and activation gradients; the small adapters are left out).
   """
   c = config
   attn = c.embed_dim * c.head_dim * (2 * c.num_heads + 2 * c.num_kv_heads)
   mlp = 3 * c.embed_dim * c.hidden_dim
-  n = c.num_layers * (attn + mlp) + c.vocab_size * c.embed_dim
-  return (4 if frozen_weights else 6) * n + 12 * c.num_layers * c.num_heads * c.head_dim * seq_len
+  k = 4 if frozen_weights else 6
+  body = k * c.num_layers * (attn + mlp) + 12 * c.num_layers * c.num_heads * c.head_dim * seq_len
+  head = k * c.vocab_size * c.embed_dim
+  return batch * (seq_len * body + (seq_len if slots is None else slots) * head)
