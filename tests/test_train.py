@@ -58,16 +58,21 @@ def _losses(workdir):
 
 @pytest.fixture(scope='module')
 def straight(tmp_path_factory):
-  """A 4-step run in-process on 8 devices, checkpointed every step."""
+  """A 4-step run in-process on 8 devices, checkpointed every step, with
+  scanned layers (the layout of the larger presets; the resume and
+  multi-process runs below use it too, the one-device run the per-layer
+  model, which starts from the same weights)."""
   workdir = tmp_path_factory.mktemp('straight')
   config = _config(steps=4, learning_rate=3e-3, warmup_steps=0)
   config.checkpoint.update(every=1, keep=10)
+  config.model.scan_layers = True
   return workdir, loop.train(config, workdir)
 
 
 _FLAGS = ('--config.train.steps=4', '--config.train.learning_rate=3e-3',
           '--config.train.warmup_steps=0', '--config.checkpoint.every=1',
           '--config.checkpoint.keep=10')
+_SCANNED = (*_FLAGS, '--config.model.scan_layers=True')
 
 
 def _wait_for(path: pathlib.Path, proc: subprocess.Popen) -> None:
@@ -77,6 +82,7 @@ def _wait_for(path: pathlib.Path, proc: subprocess.Popen) -> None:
 
 
 def test_loss_goes_down_and_one_device_equals_eight(straight, tmp_path):
+  """One device, per-layer model == eight devices, scanned layers."""
   workdir, last = straight
   code, _, err = _main(tmp_path, *_FLAGS, devices=1)
   assert code == 0, err
@@ -90,7 +96,7 @@ def test_preempted_then_killed_run_resumes_bit_exactly(straight, tmp_path):
   checkpoints = tmp_path / 'checkpoints'
   # SIGTERM (TPU preemption): checkpoint at the step boundary, exit 75 (not
   # done: no done.json, so sweeps rerun it).
-  proc = _main(tmp_path, *_FLAGS, wait=False)
+  proc = _main(tmp_path, *_SCANNED, wait=False)
   _wait_for(checkpoints / '1', proc)
   proc.send_signal(signal.SIGTERM)
   _, err = proc.communicate(timeout=600)
@@ -100,11 +106,11 @@ def test_preempted_then_killed_run_resumes_bit_exactly(straight, tmp_path):
   preempted_at = max(int(p.name) for p in checkpoints.iterdir() if p.name.isdigit())
   assert preempted_at < 4
   # SIGKILL after the next checkpoint: no chance to clean up.
-  proc = _main(tmp_path, *_FLAGS, wait=False)
+  proc = _main(tmp_path, *_SCANNED, wait=False)
   _wait_for(checkpoints / str(preempted_at + 1), proc)
   proc.kill()
   proc.communicate()
-  code, _, err = _main(tmp_path, *_FLAGS)
+  code, _, err = _main(tmp_path, *_SCANNED)
   assert code == 0, err
   assert (tmp_path / 'done.json').exists()
   step_a, a = _final_state(straight[0])
@@ -116,11 +122,12 @@ def test_preempted_then_killed_run_resumes_bit_exactly(straight, tmp_path):
 
 
 def test_two_processes_train_like_one(straight, tmp_path):
-  """jax.distributed over two local processes (2 CPU devices each)."""
+  """jax.distributed over two local processes (2 CPU devices each), scanned
+  layers."""
   with socket.socket() as s:
     s.bind(('127.0.0.1', 0))
     port = s.getsockname()[1]
-  procs = [_main(tmp_path, *_FLAGS, f'--coordinator=127.0.0.1:{port}',
+  procs = [_main(tmp_path, *_SCANNED, f'--coordinator=127.0.0.1:{port}',
                  '--num_processes=2', f'--process_id={i}', devices=2, wait=False)
            for i in range(2)]
   for proc in procs:

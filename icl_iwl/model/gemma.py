@@ -460,6 +460,14 @@ def abstract_params(model: Transformer) -> Any:
 
 
 def init_params(model: Transformer, rng: jax.Array) -> Any:
-  """Random params (unboxed); jit it with out_shardings to create them sharded."""
+  """Random params (unboxed); jit it with out_shardings to create them sharded.
+
+  A scanned model gets the per-layer model's params of the same `rng`,
+  stacked: both layouts start from the same weights.
+  """
+  if model.scan_layers:
+    from icl_iwl.model import scan  # pylint: disable=g-import-not-at-top
+    return scan.stack(init_params(model.clone(scan_layers=False, remat='none'), rng),
+                      model.config)
   tokens = jnp.zeros((1, 1), jnp.int32)
   return nn.unbox(model.init(rng, tokens, tokens, jnp.ones((1, 1, 1), bool))['params'])
