@@ -141,8 +141,9 @@ def scores(workdir: pathlib.Path) -> list[Score]:
         probes = len(items.read_text().splitlines()) if items.is_file() else None
         add(split, label or _train_method(config), value, probes=probes)
       elif (cell := ictrain.parse_key(key)) is not None:
+        n = last.get(f'{key}/n')
         add(' '.join(cell), label or _train_method(config), value,
-            last.get(f'{key}/chance'))
+            last.get(f'{key}/chance'), None if n is None else int(n))
   elif job == 'score':
     for row in _read_json(workdir / 'summary.json') or []:
       split = row['probes'].rsplit('/', 1)[-1]

@@ -107,7 +107,7 @@ def test_chance_levels(probe_set):
   m = probe_set.metrics(
       [scoring.ItemScore('x', p.item.answer, (0.0,) * 4, (1,) * 4, (1,) * 4)
        for p in probe_set.probes])
-  cells = [k for k in m if not k.endswith('/chance')]
+  cells = [k for k in m if ictrain.parse_key(k)]
   assert all(m[f'{k}/chance'] == pytest.approx(0.25) for k in cells)
   # Uniform guessing hits chance in every cell (the scorer is blind to the
   # order of the choices, so positions do not matter).
@@ -139,6 +139,8 @@ def test_copy_score_by_hand():
   assert m['probe/iwl/out/near_duplicate'] == 1 / 2   # Row 6 is right.
   assert m['probe/iwl/out/random'] == 1.0
   assert m['probe/copy/in/near_duplicate/chance'] == 0.25
+  assert (m['probe/copy/in/near_duplicate/n'], m['probe/copy/out/near_duplicate/n'],
+          m['probe/iwl/out/random/n']) == (4, 2, 1)
   assert 'probe/copy/out/random' not in m
   # Every task trained: everything in domain.
   assert ictrain.metrics(probes, [p for *_, p in table] + [1])[

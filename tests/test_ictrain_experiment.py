@@ -24,11 +24,16 @@ def test_tiny_experiment_scores_probes_by_grade_and_reports_them(tmp_path):
     evals = [m for m in lines if any(k.startswith('probe/') for k in m)]
     assert [m['step'] for m in evals] == [1]
     for m in evals:
-      got = {k for k in m if k.startswith('probe/') and not k.endswith('/chance')}
+      got = {k for k in m if ictrain.parse_key(k)}
       assert got == want, stage
       assert all(0 <= m[k] <= 1 and m[f'{k}/chance'] == 0.25 for k in got)
+      # Out of domain: the held-out task's icl probes at grade random.
+      n = m['probe/icl/out/random/n']
+      items = (tmp_path / stage / 'items' / 'step1' / 'ictrain.jsonl').read_text()
+      assert n == items.count('"classification-icl-') / 3 > 0  # 3 grades each.
   text = (tmp_path / 'report.md').read_text()
   row = next(l for l in text.splitlines() if l.startswith('| icl out random'))
   assert row.count('n=2') == 1  # Two seeds of contrastive, one of none.
+  assert row.split('|')[2].strip() == str(int(n))  # Its probes column.
   for score in ictrain.SCORES:
     assert (tmp_path / f'report-ictrain-small-{score}.png').stat().st_size > 1000

@@ -43,7 +43,7 @@ Scores (predictions by summed log-likelihood):
 Chance (guessing uniformly among a probe's choices) is the same for all
 three. Each score is split by domain: 'in' for probes of a task the run
 trained on (`data.tasks`; '' every task), 'out' for a held-out task.
-Metric names: probe/<score>/<domain>/<grade> and .../chance.
+Metric names: probe/<score>/<domain>/<grade>, .../chance and .../n (probes).
 """
 
 import collections
@@ -173,9 +173,9 @@ def probe(record: Record, grade: str, pool: Pool) -> Probe:
 
 def metrics(probes: Sequence[Probe], predictions: Sequence[int],
             trained_tasks: Sequence[str] = ()) -> dict[str, float]:
-  """{'probe/<score>/<domain>/<grade>': value, ... '/chance': chance} from
-  each probe's predicted choice (see the module doc); `trained_tasks` empty
-  means every task is in domain."""
+  """{'probe/<score>/<domain>/<grade>': value, ... '/chance': chance, ...
+  '/n': number of probes} from each probe's predicted choice (see the module
+  doc); `trained_tasks` empty means every task is in domain."""
   values, chance = collections.defaultdict(list), collections.defaultdict(list)
   for p, pred in zip(probes, predictions, strict=True):
     domain = 'in' if not trained_tasks or p.task in trained_tasks else 'out'
@@ -194,6 +194,7 @@ def metrics(probes: Sequence[Probe], predictions: Sequence[int],
   for key in sorted(values):
     out[key] = float(np.mean(values[key]))
     out[f'{key}/chance'] = float(np.mean(chance[key]))
+    out[f'{key}/n'] = len(values[key])
   return out
 
 
