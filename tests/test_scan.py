@@ -263,9 +263,7 @@ def test_per_device_memory_of_the_planned_step_falls_as_fsdp_grows():
     config.mesh = (('data', 1), ('fsdp', fsdp), ('tensor', 1))
     got[fsdp] = plan.plan(config, jax.devices()[:fsdp])['per_device']
   # Params, Adam's two moments: 3 f32 copies of the weights over the devices.
-  model = build.model(config.model)
-  shapes = jax.eval_shape(lambda: model.init(
-      jax.random.key(0), *_inputs(1, 4))['params'])
+  shapes = nn.unbox(gemma.abstract_params(build.model(config.model)))
   state_bytes = 3 * 4 * sum(x.size for x in jax.tree.leaves(shapes))
   for fsdp in (4, 8):
     assert got[fsdp]['arguments_gib'] * 2**30 == pytest.approx(state_bytes / fsdp, rel=0.05)
