@@ -471,9 +471,10 @@ def validate(config: ConfigDict, num_devices: int | None = None,
   an earlier stage of an experiment writes (not checked for existence).
   """
   if 'stages' in config:  # An experiment: each stage is a whole job config.
-    if sorted(config.order) != sorted(config.stages):
-      raise ConfigError(f'config.order {tuple(config.order)} must name every stage '
-                        f'once: {", ".join(config.stages)}.')
+    unknown = [name for name in config.order if name not in config.stages]
+    if unknown or len(set(config.order)) != len(config.order):
+      raise ConfigError(f'config.order {tuple(config.order)} must name stages of '
+                        f'this experiment, each once: {", ".join(config.stages)}.')
     for name in config.order:
       stage = config.stages[name]
       try:

@@ -109,8 +109,7 @@ def test_berglund_files_through_icl_finetuning_and_augmented_finetuning(
       'scripted', scripted, lambda text: len(text.split())))
   berglund.import_berglund(str(berglund_dir(tmp_path)), 'bg', str(tmp_path / 'tfds'))
   config = config_lib.load_file(f'{_CONFIGS}/lampinen.py:jsonl/bg,augmented,tiny')
-  config.order = ('icl', 'augment', 'aug_s0')
-  config.stages = config_lib.ConfigDict({s: config.stages[s] for s in config.order})
+  config.order = ('icl', 'augment', 'aug_s0')  # The other stages are not run.
   config_lib.validate(config, num_devices=8)
   experiment.run(config, tmp_path / 'run')
   text = (tmp_path / 'run' / 'report.md').read_text()
@@ -120,5 +119,6 @@ def test_berglund_files_through_icl_finetuning_and_augmented_finetuning(
     baseline = _lines(tmp_path / 'run' / 'icl' / f'{split}-baseline.jsonl')
     assert f'{_accuracy(baseline):.3f}' in row  # The prior column.
   assert 'augmented FT (local)' in text
+  assert not (tmp_path / 'run' / 'ft_s0').exists()
   done = json.loads((tmp_path / 'run' / 'augment' / 'done.json').read_text())
   assert done['documents'] > 0 and done['dataset'].startswith('jsonl/')

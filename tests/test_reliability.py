@@ -249,6 +249,17 @@ def test_validate_names_the_field(fields, message):
     config_lib.validate(_finetune(**fields), num_devices=8)
 
 
+@pytest.mark.parametrize('order', [('icl', 'ft_s9'), ('icl', 'icl')])
+def test_an_experiment_runs_stages_it_has_each_once(order):
+  config = config_lib.load_file(f'{_CONFIGS / "lampinen.py"}:reversals,tiny')
+  config.order = order
+  with pytest.raises(config_lib.ConfigError,
+                     match=r'must name stages of this experiment, each once: ft_s0, '):
+    config_lib.validate(config, num_devices=8)
+  config.order = ('lora_s1', 'icl')  # A subset, in any order.
+  config_lib.validate(config, num_devices=8)
+
+
 def _main(*args: str, cache: pathlib.Path) -> subprocess.CompletedProcess:
   env = dict(os.environ, ICL_IWL_CACHE=str(cache),
              ICL_IWL_DATA_DIR=str(paths.data_dir()), JAX_PLATFORMS='cpu')

@@ -2,7 +2,9 @@
 
 `config.stages` maps a stage name to a whole job config (e.g. 'icl' an
 eval_icl config, 'finetune' a train config), run in the order of
-`config.order` (a ConfigDict sorts its keys); each runs in <workdir>/<name>
+`config.order` (a ConfigDict sorts its keys; a stage it leaves out is not
+run: `--config.order="('augment','aug_s0')"` runs two cells of a table, and
+the report shows every stage that finished); each runs in <workdir>/<name>
 with the same guarantees as a run of its own (resume, workdir guard), and a
 stage that finished is skipped on rerun. Then `icl_iwl.report` collects the
 stages into <workdir>/report.md and its plots, and the table is printed
