@@ -59,17 +59,6 @@ def _inputs(b: int = 2, t: int = 10, offset: int = 0):
   return tokens, positions, cache.causal_mask(segments)
 
 
-def test_segments_follow_the_attention_pattern():
-  segments = lambda name: gemma.scan_segments(presets.get(name).attention_types)  # noqa: E731
-  assert segments('gemma3_270m') == ((0, 6, 3),)
-  assert segments('gemma3_1b') == ((0, 6, 4), (24, 1, 2))
-  assert segments('gemma3_4b') == ((0, 6, 5), (30, 1, 4))
-  assert segments('gemma3_12b') == ((0, 6, 8),)
-  assert segments('gemma2_2b') == ((0, 2, 13),)
-  assert segments('gemma1_2b') == ((0, 1, 18),)
-  assert segments('tiny') == ((0, 2, 1),)
-
-
 @pytest.mark.parametrize('family', _FAMILIES)
 def test_stack_gives_the_scanned_models_tree_and_unstack_inverts_it(family):
   config = _family(family)
@@ -79,9 +68,8 @@ def test_stack_gives_the_scanned_models_tree_and_unstack_inverts_it(family):
   shapes = lambda tree: {k: v.shape for k, v in traverse_util.flatten_dict(  # noqa: E731
       tree, sep='/').items()}
   assert shapes(stacked) == shapes(abstract)
-  if family == 'gemma3':  # Layer 7 is group 1 of the remainder segment.
-    np.testing.assert_array_equal(
-        stacked['stack_1']['layer_0']['mlp']['linear'][1], per_layer['layer_7']['mlp']['linear'])
+  np.testing.assert_array_equal(
+      stacked['layers']['mlp']['linear'][2], per_layer['layer_2']['mlp']['linear'])
   round_trip = scan.unstack(stacked, config)
   assert jax.tree.structure(round_trip) == jax.tree.structure(per_layer)
   for x, y in zip(jax.tree.leaves(round_trip), jax.tree.leaves(per_layer)):
@@ -107,11 +95,14 @@ def test_scanned_logits_and_kv_equal_the_per_layer_models(family, remat):
   # both in sequence (the decoder's shared prefix, then its own cache).
   memory = cache.from_kv(want_kv, positions, mask[:, -1])
   shared = jax.tree.map(lambda x: x[:1] if x.ndim == 2 else x[:, :1], memory)
-  more, more_pos, more_mask = _inputs(offset=10)
-  for mem in (memory, shared, (shared, memory)):
-    want, _ = reference({'params': params}, more, more_pos, more_mask, mem)
-    got, _ = scanned({'params': stacked}, more, more_pos, more_mask, mem)
-    np.testing.assert_allclose(got, want, atol=1e-5, rtol=1e-5)
+  # Two tokens: a local layer attends to a gathered window of 4 + 2 - 1 of
+  # the memory's 10 slots (`Attention`), under the scanned `local` flag too.
+  for t in (10, 2):
+    more, more_pos, more_mask = _inputs(t=t, offset=10)
+    for mem in (memory, shared, (shared, memory)):
+      want, _ = reference({'params': params}, more, more_pos, more_mask, mem)
+      got, _ = scanned({'params': stacked}, more, more_pos, more_mask, mem)
+      np.testing.assert_allclose(got, want, atol=1e-5, rtol=1e-5)
 
 
 def _loss(model, params):
@@ -139,7 +130,7 @@ def test_stacked_params_shard_like_their_layers_with_an_unsharded_layer_axis():
   rules = rules_lib.fit(config_lib.base('train').rules, config, mesh)
   per_layer = rules_lib.param_shardings(gemma.Transformer(config), mesh, rules)
   scanned = rules_lib.param_shardings(gemma.Transformer(config, scan_layers=True), mesh, rules)
-  q = scanned['stack_0']['layer_2']['attn']['q_einsum']['w'].spec
+  q = scanned['layers']['attn']['q_einsum']['w'].spec
   assert tuple(q) == (None, *per_layer['layer_2']['attn']['q_einsum']['w'].spec)
   assert 'fsdp' in tuple(q)
 
@@ -166,8 +157,10 @@ def test_lora_on_scanned_layers_trains_only_adapters_and_merges_the_same():
   trained, frozen = state_lib.split(stacked, lora.trainable(scanned.lora))
   names = list(traverse_util.flatten_dict(trained, sep='/'))
   assert names and all(lora.is_adapter(n) for n in names)
-  # Per segment and layer of its group: q, kv, attn_vec, gating, linear x 2.
-  assert len(names) == 2 * 5 * (6 + 1)
+  # q, kv, attn_vec, gating, linear x 2, each stacked over the layers.
+  assert len(names) == 2 * 5
+  assert all(trained['layers']['attn']['q_einsum'][k].shape[0] == config.num_layers
+             for k in ('w_lora_a', 'w_lora_b'))
   grads = jax.jit(jax.grad(lambda t: _loss(scanned, state_lib.merge(t, frozen))))(trained)
   plain_trained, plain_frozen = state_lib.split(params, lora.trainable(plain.lora))
   want = jax.jit(jax.grad(lambda t: _loss(plain, state_lib.merge(t, plain_frozen))))(
@@ -269,3 +262,4 @@ def test_per_device_memory_of_the_planned_step_falls_as_fsdp_grows():
     assert got[fsdp]['arguments_gib'] * 2**30 == pytest.approx(state_bytes / fsdp, rel=0.05)
   assert got[8]['temporaries_gib'] < 0.75 * got[4]['temporaries_gib']
   assert got[8]['peak_gib'] < 0.75 * got[4]['peak_gib']
+

@@ -3,10 +3,10 @@
 Dimension letters: see `layers.py` (B, T, S, N, K, G, H, D, F, V, C); L layers,
 M memory batch (B, or 1 for a prefix shared by the batch).
 
-With `scan_layers`, the layers are stacked and run by `nn.scan` in groups of
-P layers, P the attention pattern's period (FSDP gathers one group's weights
-at a time); `scan.py` converts between the per-layer tree below and the
-stacked one.
+With `scan_layers`, the layers are stacked and run by `nn.scan` one at a time
+(FSDP gathers one layer's weights at a time; a layer's attention type is a
+scanned flag when the types differ); `scan.py` converts between the
+per-layer tree below and the stacked one (`layers/...`, each leaf [L, ...]).
 
 Param tree (identical to gemma checkpoints):
   embedder/input_embedding                       [V, D]
@@ -45,10 +45,14 @@ def _constrain(x: jax.Array, axes: tuple[str | None, ...]) -> jax.Array:
 
 
 class Attention(nn.Module):
-  """Grouped-query attention over an optional memory plus the current tokens."""
+  """Grouped-query attention over an optional memory plus the current tokens.
+
+  `attn_type` None: the call's `local` flag says whether this layer is a
+  sliding-window one (scanned layers of mixed types).
+  """
 
   config: GemmaConfig
-  attn_type: AttentionType
+  attn_type: AttentionType | None
   dtype: Dtype = jnp.float32
   param_dtype: Dtype = jnp.float32
   lora: layers.LoraConfig | None = None
@@ -80,6 +84,7 @@ class Attention(nn.Module):
       positions_BT: jax.Array,
       mask_BTT: jax.Array,
       memory: cache_lib.Memory,
+      local: jax.Array | None = None,
   ) -> tuple[jax.Array, dict[str, jax.Array]]:
     """Attends from the T tokens to memory slots and to themselves.
 
@@ -91,6 +96,8 @@ class Attention(nn.Module):
         a sequence of them (attended to as one, e.g. a shared batch-1 prefix
         and a batch-B cache), or None. A slot is visible if it is real and
         its position <= the query's.
+      local: [] bool, whether this is a sliding-window layer (only read when
+        `attn_type` is None).
 
     Returns:
       ([B, T, D] output, {'k', 'v': [B, T, K, H]} of the T tokens).
@@ -108,9 +115,13 @@ class Attention(nn.Module):
     if c.use_qk_norm:
       q_BTNH = self._query_norm(q_BTNH)
       k_BTKH = self._key_norm(k_BTKH)
-    local = self.attn_type == AttentionType.LOCAL
-    base = c.local_rope_base if local else c.global_rope_base
-    scale = 1.0 if local else c.global_rope_scale
+    if self.attn_type is not None:  # Static: a Python bool.
+      local = self.attn_type == AttentionType.LOCAL
+      base = c.local_rope_base if local else c.global_rope_base
+      scale = 1.0 if local else c.global_rope_scale
+    else:  # Traced: [] bool.
+      base = jnp.where(local, c.local_rope_base, c.global_rope_base)
+      scale = jnp.where(local, 1.0, c.global_rope_scale)
     q_BTNH = layers.apply_rope(q_BTNH, positions_BT, base, scale) * jnp.asarray(
         c.query_scale, self.dtype)
     k_BTKH = layers.apply_rope(k_BTKH, positions_BT, base, scale)
@@ -124,12 +135,12 @@ class Attention(nn.Module):
     # A sliding-window layer sees at most window + T - 1 slots of a memory:
     # attend to those, gathered, when a memory is longer (the full memory
     # only if they do not fit, e.g. rows far apart in position).
-    size = c.sliding_window + t - 1 if local else None
-    if local and any(m['k'].shape[1] > size for m in memories):
+    size = c.sliding_window + t - 1 if local is not False else None
+    if local is not False and any(m['k'].shape[1] > size for m in memories):
       windows = [cache_lib.window(m, positions_BT, mask_BTT, c.sliding_window, size)
                  if m['k'].shape[1] > size else (m, True) for m in memories]
       fits = jnp.all(jnp.asarray([f for _, f in windows]))
-      enc_BTKGH = jax.lax.cond(fits, attend, lambda _: attend(memories),
+      enc_BTKGH = jax.lax.cond(fits & local, attend, lambda _: attend(memories),
                                tuple(w for w, _ in windows))
     else:
       enc_BTKGH = attend(memories)
@@ -137,9 +148,11 @@ class Attention(nn.Module):
     return out_BTD, {'k': k_BTKH, 'v': v_BTKH}
 
   def _attend(self, q_BTKGH, k_BTKH, v_BTKH, positions_BT, mask_BTT,
-              memories: tuple[cache_lib.Cache, ...], local: bool) -> jax.Array:
+              memories: tuple[cache_lib.Cache, ...],
+              local: bool | jax.Array) -> jax.Array:
     """[B, T, K, G, H]: softmax attention of the queries over the memories'
-    slots and the T tokens' own keys (see `__call__`)."""
+    slots and the T tokens' own keys (see `__call__`; `local` a bool or a
+    traced [] bool)."""
     c = self.config
     b = q_BTKGH.shape[0]
     # [B, T, K, G, T]
@@ -158,9 +171,9 @@ class Attention(nn.Module):
       key_pos_BS = jnp.concatenate([mem_pos_BS, key_pos_BS], axis=-1)
     if c.attn_logit_softcap is not None:
       logits = jnp.tanh(logits / c.attn_logit_softcap) * c.attn_logit_softcap
-    if local:
-      mask_BTS = mask_BTS & (
-          key_pos_BS[:, None, :] > positions_BT[:, :, None] - c.sliding_window)
+    if local is not False:
+      window_BTS = key_pos_BS[:, None, :] > positions_BT[:, :, None] - c.sliding_window
+      mask_BTS = mask_BTS & (window_BTS if local is True else window_BTS | ~local)
     logits = jnp.where(mask_BTS[:, :, None, None, :], logits, K_MASK)
     probs = jax.nn.softmax(logits, axis=-1).astype(self.dtype)
 
@@ -220,10 +233,11 @@ class FeedForward(nn.Module):
 
 
 class Block(nn.Module):
-  """Pre-norm (and, Gemma 2/3, post-norm) attention + MLP residual block."""
+  """Pre-norm (and, Gemma 2/3, post-norm) attention + MLP residual block
+  (`attn_type` None: the call's `local` flag gives it; see `Attention`)."""
 
   config: GemmaConfig
-  attn_type: AttentionType
+  attn_type: AttentionType | None
   dtype: Dtype = jnp.float32
   param_dtype: Dtype = jnp.float32
   lora: layers.LoraConfig | None = None
@@ -240,10 +254,19 @@ class Block(nn.Module):
       self.post_attention_norm = norm()
       self.post_ffw_norm = norm()
 
-  def __call__(self, x_BTD, positions_BT, mask_BTT, memory):
-    """[B, T, D] -> ([B, T, D], this layer's {'k', 'v'}); see `Attention`."""
+  def __call__(self, x_BTD, positions_BT, mask_BTT, memory_kv=(), memory_slots=(),
+               local=None):
+    """[B, T, D] -> ([B, T, D], {'k', 'v': [B, T, K, H]} of the T tokens).
+
+    memory_kv: per memory, this layer's {'k', 'v': [M, S, K, H]} (a tuple,
+      empty without memory);
+    memory_slots: per memory, {'positions', 'mask': [M, S]};
+    local: [] bool (see `Attention`).
+    The two memory parts come apart so that a layer scan slices the first.
+    """
+    memory = tuple(dict(slots, **kv) for kv, slots in zip(memory_kv, memory_slots))
     attn_BTD, kv = self.attn(
-        self.pre_attention_norm(x_BTD), positions_BT, mask_BTT, memory)
+        self.pre_attention_norm(x_BTD), positions_BT, mask_BTT, memory or None, local)
     if self.config.use_post_norms:
       attn_BTD = self.post_attention_norm(attn_BTD)
     x_BTD = x_BTD + attn_BTD
@@ -274,66 +297,6 @@ def _block_class(remat: str, scanned: bool) -> type[nn.Module]:
   return nn.remat(Block, policy=REMAT_POLICIES[remat], prevent_cse=not scanned)
 
 
-class _Group(nn.Module):
-  """Consecutive blocks of the given attention types: the body of a layer scan.
-
-  Its params are those of blocks `layer_0` ... `layer_{P-1}` (P =
-  len(attn_types)); `nn.scan` stacks them over the groups.
-  """
-
-  config: GemmaConfig
-  attn_types: tuple[AttentionType, ...]
-  dtype: Dtype = jnp.float32
-  param_dtype: Dtype = jnp.float32
-  remat: str = 'none'
-  lora: layers.LoraConfig | None = None
-
-  @nn.compact
-  def __call__(self, x_BTD, positions_BT, mask_BTT, memory_kv, memory_slots):
-    """[B, T, D] -> ([B, T, D], {'k', 'v': [P, B, T, K, H]}).
-
-    memory_kv: per memory, {'k', 'v': [P, M, S, K, H]} of these layers (a
-      tuple, empty without memory);
-    memory_slots: per memory, {'positions', 'mask': [M, S]} (see `Attention`).
-    """
-    block = _block_class(self.remat, scanned=True)
-    ks, vs = [], []
-    for j, attn_type in enumerate(self.attn_types):
-      layer_memory = tuple(dict(slots, k=kv['k'][j], v=kv['v'][j])
-                           for kv, slots in zip(memory_kv, memory_slots)) or None
-      x_BTD, kv = block(self.config, attn_type, dtype=self.dtype,
-                        param_dtype=self.param_dtype, lora=self.lora,
-                        name=f'layer_{j}')(x_BTD, positions_BT, mask_BTT, layer_memory)
-      ks.append(kv['k'])
-      vs.append(kv['v'])
-    return x_BTD, {'k': jnp.stack(ks), 'v': jnp.stack(vs)}
-
-
-def scan_segments(attn_types: tuple[AttentionType, ...]
-                  ) -> tuple[tuple[int, int, int], ...]:
-  """How scanned layers are grouped: ((first layer, period P, groups), ...).
-
-  Each segment scans `groups` repetitions of its P-layer pattern; P is the
-  smallest period of the remaining layers' types, and the layers left over
-  (fewer than P) form the next segments. Gemma 3 4B's 34 layers (5 local : 1
-  global) are ((0, 6, 5), (30, 1, 4)); Gemma 2's alternating 26 are ((0, 2, 13),).
-  """
-  segments, start = [], 0
-  while start < len(attn_types):
-    rest = attn_types[start:]
-    period = next(p for p in range(1, len(rest) + 1)
-                  if all(rest[i] == rest[i - p] for i in range(p, len(rest))))
-    groups = len(rest) // period
-    segments.append((start, period, groups))
-    start += period * groups
-  return tuple(segments)
-
-
-def stack_name(segment: int) -> str:
-  """The param-tree name of scanned segment `segment` (see `scan_segments`)."""
-  return f'stack_{segment}'
-
-
 class Transformer(nn.Module):
   """Gemma decoder. Weights in `param_dtype`, compute in `dtype`; optional
   LoRA adapters (`lora`), rematerialization of each block (`remat`: a name in
@@ -357,8 +320,7 @@ class Transformer(nn.Module):
     dt = dict(dtype=self.dtype, param_dtype=self.param_dtype)
     self.embedder = layers.Embedder(c.vocab_size, c.embed_dim, **dt)
     if self.scan_layers:
-      self.stacks = [self._stack(k, *segment)
-                     for k, segment in enumerate(scan_segments(c.attention_types))]
+      self.stack = self._stack()
     else:
       block = _block_class(self.remat, scanned=False)
       self.blocks = [
@@ -393,54 +355,39 @@ class Transformer(nn.Module):
     # keeps it): the blocks' matmuls read it cast, their outputs add in f32.
     x_BTD = _constrain(self.embedder.encode(tokens_BT).astype(jnp.float32),
                        ('batch', 'length', 'act_embed'))
-    if self.scan_layers:
-      x_BTD, kv = self._scanned(x_BTD, positions_BT, mask_BTT, memory)
-      return self._head(x_BTD, kv, return_hidden)
-    ks, vs = [], []
-    for i, block in enumerate(self.blocks):
-      layer_memory = tuple(dict(m, k=m['k'][i], v=m['v'][i])
-                           for m in cache_lib.as_tuple(memory))
-      x_BTD, kv = block(x_BTD, positions_BT, mask_BTT, layer_memory)
-      ks.append(kv['k'])
-      vs.append(kv['v'])
-    x_BTD = self.final_norm(x_BTD)
-    kv = {'k': jnp.stack(ks), 'v': jnp.stack(vs)}
-    if return_hidden:
-      return x_BTD, kv
-    return self.logits(x_BTD), kv
-
-  def _stack(self, index: int, start: int, period: int, groups: int) -> nn.Module:
-    """The scanned module of one segment: `groups` x `period` layers, params
-    stacked on a leading 'layers' axis (never sharded)."""
-    scanned = nn.scan(
-        _Group, variable_axes={'params': 0, lora_lib.MERGED: 0},
-        split_rngs={'params': True}, in_axes=(nn.broadcast, nn.broadcast, 0, nn.broadcast),
-        length=groups, metadata_params={nn.PARTITION_NAME: 'layers'})
-    return scanned(self.config, self.config.attention_types[start:start + period],
-                   dtype=self.dtype, param_dtype=self.param_dtype, remat=self.remat,
-                   lora=self.lora, name=stack_name(index))
-
-  def _scanned(self, x_BTD, positions_BT, mask_BTT, memory):
-    """The layers run by the stacks: ([B, T, D], {'k', 'v': [L, B, T, K, H]})."""
     memories = cache_lib.as_tuple(memory)
+    memory_kv = tuple({k: m[k] for k in ('k', 'v')} for m in memories)  # [L, ...]
     slots = tuple({k: m[k] for k in ('positions', 'mask')} for m in memories)
-    ks, vs = [], []
-    for stack, (start, period, groups) in zip(
-        self.stacks, scan_segments(self.config.attention_types)):
-      # Each memory's [L, ...] -> this segment's [groups, period, ...].
-      memory_kv = tuple({k: m[k][start:start + period * groups].reshape(
-          groups, period, *m[k].shape[1:]) for k in ('k', 'v')} for m in memories)
-      x_BTD, kv = stack(x_BTD, positions_BT, mask_BTT, memory_kv, slots)
-      ks.append(kv['k'].reshape(-1, *kv['k'].shape[2:]))
-      vs.append(kv['v'].reshape(-1, *kv['v'].shape[2:]))
-    return x_BTD, {'k': jnp.concatenate(ks), 'v': jnp.concatenate(vs)}
-
-  def _head(self, x_BTD, kv, return_hidden):
-    """Final norm, then logits unless `return_hidden`."""
+    if self.scan_layers:
+      local_L = jnp.asarray([t == AttentionType.LOCAL for t in self.config.attention_types])
+      x_BTD, kv = self.stack(x_BTD, positions_BT, mask_BTT, memory_kv, slots, local_L)
+    else:
+      ks, vs = [], []
+      for i, block in enumerate(self.blocks):
+        layer_kv = tuple({k: m[k][i] for k in ('k', 'v')} for m in memory_kv)
+        x_BTD, kv = block(x_BTD, positions_BT, mask_BTT, layer_kv, slots)
+        ks.append(kv['k'])
+        vs.append(kv['v'])
+      kv = {'k': jnp.stack(ks), 'v': jnp.stack(vs)}
     x_BTD = self.final_norm(x_BTD)
     if return_hidden:
       return x_BTD, kv
     return self.logits(x_BTD), kv
+
+  def _stack(self) -> nn.Module:
+    """The L layers as one scanned block, params stacked on a leading
+    'layers' axis (never sharded). The attention type is static when all
+    layers share it, else the scanned `local` flag."""
+    c = self.config
+    types = set(c.attention_types)
+    scanned = nn.scan(
+        _block_class(self.remat, scanned=True),
+        variable_axes={'params': 0, lora_lib.MERGED: 0}, split_rngs={'params': True},
+        in_axes=(nn.broadcast, nn.broadcast, 0, nn.broadcast, 0),
+        length=c.num_layers, metadata_params={nn.PARTITION_NAME: 'layers'})
+    return scanned(c, c.attention_types[0] if len(types) == 1 else None,
+                   dtype=self.dtype, param_dtype=self.param_dtype, lora=self.lora,
+                   name='layers')  # scan.STACKED
 
   def logits(self, x_BTD: jax.Array) -> jax.Array:
     """[..., D] final hidden states -> [..., V] float32 logits."""

@@ -2,14 +2,13 @@
 
 Per layer (gemma checkpoints, `Transformer(scan_layers=False)`):
   layer_{i}/attn/q_einsum/w                      [N, D, H]
-Scanned (`Transformer(scan_layers=True)`, see `gemma.scan_segments`):
-  stack_{k}/layer_{j}/attn/q_einsum/w            [groups, N, D, H]
-where layer i = start_k + g * period_k + j for group g of segment k.
+Scanned (`Transformer(scan_layers=True)`):
+  layers/attn/q_einsum/w                         [L, N, D, H]   (layer i at [i])
 
 Checkpoints keep the per-layer names at the boundary: loaders produce the
 per-layer tree and `to_layout` stacks it for a scanned model; a saved train
 state (params, optimizer moments: any subtree named like the params) converts
-by its '/'-joined leaf names (`convert_flat`).
+by its '/'-joined leaf names (`stack_flat`, `unstack_flat`).
 """
 
 import re
@@ -23,7 +22,7 @@ from icl_iwl.model import gemma
 from icl_iwl.model import presets
 
 _LAYER = re.compile(r'^layer_(\d+)$')
-_STACK = re.compile(r'^stack_(\d+)$')
+STACKED = 'layers'  # The scanned block's name (`gemma.Transformer._stack`).
 
 
 def _stack_arrays(arrays: list[Any]) -> Any:
@@ -33,26 +32,16 @@ def _stack_arrays(arrays: list[Any]) -> Any:
 
 
 def is_stacked_flat(flat: Mapping[str, Any]) -> bool:
-  """Whether '/'-joined names hold scanned segments (`stack_k/...`)."""
-  return any(_STACK.match(part) for name in flat for part in name.split('/'))
-
-
-def _locate(layer: int, segments) -> tuple[int, int, int]:
-  """(segment k, group g, index j in the group) of layer `layer`."""
-  for k, (start, period, groups) in enumerate(segments):
-    if start <= layer < start + period * groups:
-      g, j = divmod(layer - start, period)
-      return k, g, j
-  raise ValueError(f'Layer {layer} is beyond the model.')
+  """Whether '/'-joined names hold scanned layers (`layers/...`)."""
+  return any(STACKED in name.split('/') for name in flat)
 
 
 def stack_flat(flat: Mapping[str, Any], config: presets.GemmaConfig) -> dict[str, Any]:
-  """'/'-joined per-layer names -> scanned names (leaves stacked per group).
+  """'/'-joined per-layer names -> scanned names (leaves stacked over layers).
 
   Every name with a `layer_{i}` part (under any prefix, e.g. the optimizer's
   moments) is moved; other names pass through.
   """
-  segments = gemma.scan_segments(config.attention_types)
   out, parts = {}, {}
   for name, value in flat.items():
     path = name.split('/')
@@ -60,42 +49,36 @@ def stack_flat(flat: Mapping[str, Any], config: presets.GemmaConfig) -> dict[str
     if hit is None:
       out[name] = value
       continue
-    k, g, j = _locate(int(_LAYER.match(path[hit]).group(1)), segments)
-    new = '/'.join(path[:hit] + [gemma.stack_name(k), f'layer_{j}'] + path[hit + 1:])
-    parts.setdefault(new, {})[g] = value
-  for new, by_group in parts.items():
-    k = int(_STACK.match(next(p for p in new.split('/') if _STACK.match(p))).group(1))
-    groups = segments[k][2]
-    if sorted(by_group) != list(range(groups)):
-      raise ValueError(f'{new}: layers of groups {sorted(by_group)} given, the '
-                       f'segment has {groups} groups.')
-    out[new] = _stack_arrays([by_group[g] for g in range(groups)])
+    new = '/'.join(path[:hit] + [STACKED] + path[hit + 1:])
+    parts.setdefault(new, {})[int(_LAYER.match(path[hit]).group(1))] = value
+  for new, by_layer in parts.items():
+    if sorted(by_layer) != list(range(config.num_layers)):
+      raise ValueError(f'{new}: layers {sorted(by_layer)} given, {config.name} has '
+                       f'{config.num_layers}.')
+    out[new] = _stack_arrays([by_layer[i] for i in range(config.num_layers)])
   return out
 
 
 def unstack_flat(flat: Mapping[str, Any], config: presets.GemmaConfig) -> dict[str, Any]:
   """Scanned names -> '/'-joined per-layer names (the inverse of `stack_flat`)."""
-  segments = gemma.scan_segments(config.attention_types)
   out = {}
   for name, value in flat.items():
     path = name.split('/')
-    hit = next((n for n, p in enumerate(path) if _STACK.match(p)), None)
-    if hit is None:
+    if STACKED not in path:
       out[name] = value
       continue
-    start, period, groups = segments[int(_STACK.match(path[hit]).group(1))]
-    j = int(_LAYER.match(path[hit + 1]).group(1))
-    if value.shape[0] != groups:
-      raise ValueError(f'{name} has {value.shape[0]} groups, the preset {groups}.')
-    for g in range(groups):
-      layer = f'layer_{start + g * period + j}'
-      out['/'.join(path[:hit] + [layer] + path[hit + 2:])] = value[g]
+    if value.shape[0] != config.num_layers:
+      raise ValueError(f'{name} has {value.shape[0]} layers, {config.name} '
+                       f'{config.num_layers}.')
+    hit = path.index(STACKED)
+    for i in range(config.num_layers):
+      out['/'.join(path[:hit] + [f'layer_{i}'] + path[hit + 1:])] = value[i]
   return out
 
 
 def is_stacked(params: Mapping[str, Any]) -> bool:
   """Whether a param tree is in the scanned layout."""
-  return any(_STACK.match(k) for k in params)
+  return STACKED in params
 
 
 def stack(params: Mapping[str, Any], config: presets.GemmaConfig) -> dict[str, Any]:
