@@ -118,6 +118,9 @@ _WARMUP = flags.DEFINE_integer(
     'warmup', 1, 'Untimed steps per side before the timed ones (after our '
     'compile, which is never timed as a step).')
 _SEED = flags.DEFINE_integer('seed', 0, 'Seed of the random token ids.')
+_SCAN = flags.DEFINE_bool(
+    'scan_layers', False, 'Ours with its layers stacked and scanned (the '
+    "larger presets' layout; the 270M's default is per layer).")
 _TORCH_BF16 = flags.DEFINE_enum(
     'torch_bf16', 'bfloat16', ['bfloat16', 'float32'],
     "Torch's dtype when ours runs bfloat16 (float32: its fastest on a CPU "
@@ -204,6 +207,7 @@ def _config(dtype: str, batch: int, length: int):
   assert config.model.dtype == dtype and config.model.param_dtype == 'float32'
   config.train.update(batch_size=batch, seq_len=length, accum=1,
                       schedule='constant', warmup_steps=0)
+  config.model.scan_layers = _SCAN.value
   return config
 
 
@@ -399,7 +403,7 @@ class _Worker:
     argv = [sys.executable, str(pathlib.Path(__file__).resolve()),
             f'--side={side}', f'--dtype={dtype}', f'--batch={_BATCH.value}',
             f'--length={_LENGTH.value}', f'--seed={_SEED.value}',
-            f'--warmup={_WARMUP.value}',
+            f'--warmup={_WARMUP.value}', f'--scan_layers={_SCAN.value}',
             f'--target_fraction={_TARGET_FRACTION.value}',
             f'--torch_adamw={_TORCH_ADAMW.value}',
             f'--hparams={json.dumps(hparams)}']
@@ -566,6 +570,7 @@ def main(argv):
                          '0 < --target_fraction <= 1.')
   result = {'benchmark': 'train_step', 'batch': _BATCH.value,
             'length': _LENGTH.value, 'target_fraction': _TARGET_FRACTION.value,
+            'scan_layers': _SCAN.value,
             'steps': _STEPS.value,
             'warmup': _WARMUP.value}
   for dtype in _DTYPES.value:

@@ -263,3 +263,18 @@ def test_per_device_memory_of_the_planned_step_falls_as_fsdp_grows():
   assert got[8]['temporaries_gib'] < 0.75 * got[4]['temporaries_gib']
   assert got[8]['peak_gib'] < 0.75 * got[4]['peak_gib']
 
+
+@pytest.mark.parametrize('words', ['', ',lora'])
+def test_no_device_holds_the_whole_output_table(words):
+  """FSDP 8: the compiled step's per-device program never has a buffer of
+  the [V, D] embedding table's full shape (gathered for the output
+  projection, or its gradient), only [V / 8, D] rows (`layers.output_sharded`)."""
+  from icl_iwl import runtime  # pylint: disable=g-import-not-at-top
+  config = config_lib.load_file(f'{_FINETUNE}:reversals,tiny{words}')
+  config.model.update(scan_layers=True, remat='full')
+  config.train.update(batch_size=8, seq_len=64)
+  config.mesh = (('data', 1), ('fsdp', 8), ('tensor', 1))
+  text = runtime.trainer(config, runtime.abstract(config, jax.devices()[:8])).step.as_text()
+  v, d = presets.get(config.model.preset).vocab_size, presets.get(config.model.preset).embed_dim
+  assert f'f32[{v // 8},{d}]' in text
+  assert f'[{v},{d}]' not in text

@@ -21,6 +21,7 @@ import jax.numpy as jnp
 # LoRA lives in lora.py; gemma.py still names these through layers.
 from icl_iwl.model.lora import LoraConfig
 from icl_iwl.model.lora import with_lora
+from icl_iwl.sharding import axes
 
 Dtype = Any
 
@@ -163,6 +164,17 @@ class Embedder(nn.Module):
     return x_BTD * jnp.sqrt(self.embed_dim).astype(self.dtype)
 
   def decode(self, x_BTD: jax.Array) -> jax.Array:
-    """[..., D] -> [..., V] logits in float32."""
-    return einsum('...D,VD->...V', x_BTD, self.input_embedding, self.dtype,
-                  jnp.float32)
+    """[B, ..., D] -> [B, ..., V] logits in float32."""
+    x_BTD, table_VD = output_sharded(x_BTD, self.input_embedding)
+    return einsum('...D,VD->...V', x_BTD, table_VD, self.dtype, jnp.float32)
+
+
+def output_sharded(x_BTD: jax.Array, table_VD: jax.Array
+                   ) -> tuple[jax.Array, jax.Array]:
+  """The operands of the output projection, constrained (under a mesh) to
+  split the vocabulary rather than the batch: [B, ..., D] hidden states
+  gathered over FSDP and the [V, D] table split over FSDP x tensor by rows
+  (`axes.LOGITS_VOCAB`), so no device holds the whole table."""
+  x_BTD = nn.with_logical_constraint(
+      x_BTD, (axes.LOGITS_BATCH,) + (None,) * (x_BTD.ndim - 1))
+  return x_BTD, nn.with_logical_constraint(table_VD, (axes.LOGITS_VOCAB, None))

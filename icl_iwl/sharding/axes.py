@@ -21,6 +21,11 @@ LENGTH = 'length'
 ACT_EMBED = 'act_embed'
 ACT_HEADS = 'act_heads'
 ACT_MLP = 'act_mlp'
+# The output projection: hidden states gathered over FSDP (a batch split over
+# 'data' only), the table and the logits split over the vocabulary instead,
+# so the [V, D] table is never gathered whole (Gemma 3 12B's: 4 GiB in f32).
+LOGITS_BATCH = 'logits_batch'
+LOGITS_VOCAB = 'logits_vocab'
 
 # Mesh axes.
 DATA = 'data'
@@ -50,5 +55,7 @@ DEFAULT_RULES: Rules = (
     (ACT_EMBED, None),
     (ACT_HEADS, TENSOR),
     (ACT_MLP, TENSOR),
+    (LOGITS_BATCH, DATA),
+    (LOGITS_VOCAB, (FSDP, TENSOR)),
 )
 LOGICAL_AXES = tuple(name for name, _ in DEFAULT_RULES)

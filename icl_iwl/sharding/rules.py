@@ -36,6 +36,7 @@ def _dims(config: GemmaConfig) -> dict[str, int]:
       axes.HEAD_DIM: config.head_dim, axes.MLP: config.hidden_dim,
       axes.NORM: config.embed_dim, axes.ACT_EMBED: config.embed_dim,
       axes.ACT_HEADS: config.num_heads, axes.ACT_MLP: config.hidden_dim,
+      axes.LOGITS_VOCAB: config.vocab_size,
   }
 
 

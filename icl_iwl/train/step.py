@@ -21,6 +21,7 @@ import optax
 
 from icl_iwl.model import cache
 from icl_iwl.model import gemma
+from icl_iwl.model import layers
 from icl_iwl.sharding import mesh as mesh_lib
 from icl_iwl.sharding import rules as rules_lib
 from icl_iwl.train import loss as loss_lib
@@ -80,9 +81,10 @@ def loss_sums(model: gemma.Transformer, params: Any,
     hidden_BLD = jnp.take_along_axis(hidden_BLD, index_BR[..., None], axis=1)
     targets_BL = jnp.take_along_axis(targets_BL, index_BR, axis=1)
     weights_BL = jnp.take_along_axis(weights_BL, index_BR, axis=1)
-  loss = loss_lib.cross_entropy_sum(
-      hidden_BLD, params['embedder']['input_embedding'], targets_BL,
-      weights_BL, model.dtype, model.config.final_logit_softcap)
+  hidden_BLD, table_VD = layers.output_sharded(
+      hidden_BLD, params['embedder']['input_embedding'])
+  loss = loss_lib.cross_entropy_sum(hidden_BLD, table_VD, targets_BL, weights_BL,
+                                    model.dtype, model.config.final_logit_softcap)
   return loss, count
 
 
