@@ -138,8 +138,12 @@ def scores(workdir: pathlib.Path) -> list[Score]:
       if key.endswith('/acc_sum'):
         split = key.split('/')[1]  # Its per-item scores, one line a probe:
         items = workdir / 'items' / f'step{last_step[key]}' / f'{split}.jsonl'
-        probes = len(items.read_text().splitlines()) if items.is_file() else None
-        add(split, label or _train_method(config), value, probes=probes)
+        probes = chance = None
+        if items.is_file():
+          choices = [len(json.loads(line)['logprob'])
+                     for line in items.read_text().splitlines()]
+          probes, chance = len(choices), statistics.fmean(1 / c for c in choices)
+        add(split, label or _train_method(config), value, chance, probes)
       elif (cell := ictrain.parse_key(key)) is not None:
         n = last.get(f'{key}/n')
         add(' '.join(cell), label or _train_method(config), value,

@@ -52,7 +52,8 @@ def test_report_tables_mean_and_spread_over_seeds(tmp_path):
   labelled = _run(root, 'labelled', config, metrics_jsonl=metrics)
   # Its last eval's per-item scores: 20 probes (the eval_icl runs say 40).
   (labelled / 'items' / 'step10').mkdir(parents=True)
-  (labelled / 'items' / 'step10' / 'test_reversal.jsonl').write_text('{}\n' * 20)
+  (labelled / 'items' / 'step10' / 'test_reversal.jsonl').write_text(
+      '{"logprob": [-1, -2]}\n' * 20)
   (root / 'unfinished').mkdir()
   (root / 'unfinished' / 'config.json').write_text(json.dumps(config))
 
@@ -75,6 +76,20 @@ def test_report_tables_mean_and_spread_over_seeds(tmp_path):
   assert (tmp_path / 'out' / 'r-reversals-full-steps.png').stat().st_size > 1000
   assert '`icl0`: `python -m icl_iwl.main --workdir=icl0` revision abc' in text
   assert 'unfinished' not in text
+
+
+def test_a_trained_run_alone_reports_chance_from_its_probes(tmp_path):
+  root = tmp_path / 'runs'
+  config, metrics = _train(0, 0, [0.4])
+  workdir = _run(root, 'ft', config, metrics_jsonl=metrics)
+  (workdir / 'items' / 'step10').mkdir(parents=True)
+  # 3 probes of 2 choices and 1 of 4: chance (3/2 + 1/4) / 4 = 0.4375.
+  (workdir / 'items' / 'step10' / 'test_reversal.jsonl').write_text(
+      '{"logprob": [-1, -2]}\n' * 3 + '{"logprob": [-1, -2, -3, -4]}\n')
+  text = report.report(root, tmp_path / 'out' / 'r', title='T')
+  row = next(line for line in text.splitlines() if line.startswith('| test_reversal'))
+  assert [c.strip() for c in row.strip('|').split('|')][:3] == [
+      'test_reversal', '4', '0.438']
 
 
 def test_report_without_runs_is_a_user_error(tmp_path):
