@@ -61,9 +61,12 @@ def test_eval_icl_writes_consistent_tables_and_items_and_resumes_by_split(
 def test_experiment_runs_its_stages_once_and_reports_them(tmp_path, capsys):
   config = config_lib.load_file(f'{_CONFIGS}/experiment.py:tiny')
   config_lib.validate(config, num_devices=8)
+  (tmp_path / 'command.txt').write_text('python -m icl_iwl.main --x\n# revision abc\n')
   result = experiment.run(config, tmp_path)
   assert result == {'report': str(tmp_path / 'report.md')}
   text = (tmp_path / 'report.md').read_text()
+  # Each stage's run names the command that reproduces it.
+  assert "- `finetune`: `python -m icl_iwl.main --x` stage 'finetune'; revision abc" in text
   rows = _lines(tmp_path / 'icl' / 'test_reversal-baseline.jsonl')
   assert 'FT (LoRA 16)' in text and ': ICL (' in text
   # The no-context column is the eval_icl stage's baseline accuracy, the FT

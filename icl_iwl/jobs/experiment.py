@@ -35,7 +35,7 @@ def run(config: ml_collections.ConfigDict, workdir: pathlib.Path) -> dict[str, s
       continue
     result = JOBS.get(stage.job)(stage, sub)
     with paths.atomic_path(sub / 'command.txt') as tmp:
-      tmp.write_text(f'(stage {name!r} of {workdir / "command.txt"})\n')
+      tmp.write_text(_stage_command(workdir, name))
     with paths.atomic_path(sub / report.DONE) as tmp:
       tmp.write_text(json.dumps(result, indent=2, default=str) + '\n')
     del result
@@ -61,3 +61,14 @@ def _item_files(workdir: pathlib.Path, stages: Sequence[str]) -> list[str]:
     if files:
       out.append(f'{directory}/*.jsonl ({len(files)} files)')
   return out
+
+
+def _stage_command(workdir: pathlib.Path, name: str) -> str:
+  """A stage's command.txt: the experiment's command, then '# stage <name>;'
+  and the experiment's revision line (what the report prints per run)."""
+  parent = workdir / 'command.txt'
+  lines = parent.read_text().splitlines() if parent.exists() else []
+  command = lines[0] if lines else f'(the experiment in {workdir})'
+  rest = ' '.join(lines[1:]).lstrip('# ')
+  return f'{command}\n# stage {name!r}; {rest}\n'
+
