@@ -137,8 +137,7 @@ def _prefill(model: gemma.Transformer, params, tokens_BT, positions_BT,
   return cache, jnp.where(inside_B[:, None], h_BD, last_BD)
 
 
-@functools.partial(jax.jit, static_argnames=('model', 'options'),
-                   donate_argnums=3)
+@functools.partial(jax.jit, static_argnames=('model', 'options'))
 def _decode(model: gemma.Transformer, params, shared, cache, last_BD,
             positions_B, seeds_B, slot, max_new, stop_V, eos, options: Options):
   """Samples up to `max_new` tokens per row after the prefill.

@@ -99,10 +99,10 @@ def complete(tasks: Sequence[passes.Task], generator: generate.Generator,
       done[task.key] = entry['text']
     else:
       todo.append((task, fingerprint))
-  if not todo:
-    return done
   logging.info('%s: %d completions journaled, %d to generate', desc,
                len(done), len(todo))
+  if not todo:
+    return done
   bar = tqdm.tqdm(total=len(todo), desc=desc, unit='ex', dynamic_ncols=True)
   start, tokens = time.perf_counter(), 0
   for batch in _batches(todo, batch_size):
