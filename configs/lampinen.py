@@ -14,7 +14,8 @@ stages skipped on rerun), on the dataset's 'medium' config (sized for a CPU):
   lora_s<k>      LoRA rank 16, seeds k = 0, 1, 2;
 and with the word 'augmented' also
   augment        local augmentation passes (rephrase, reverse, infer) by the
-                 pretrained model (configs/augment.py), then
+                 pretrained model (configs/augment.py), with the words
+                 'global' and 'split' also those passes, then
   aug_s<k>       full fine-tuning on the documents plus what it generated.
 Each trained run's probes are scored halfway and at the end.
 
@@ -41,7 +42,13 @@ _STEPS = {'reversals': 60, 'reversal_curse': 60, 'syllogisms': 20, 'semantic': 1
 
 def get_config(arg: str | None = None):
   a = config_lib.parse_arg(arg, {'dataset': config_lib.DATASET_WORDS},
-                           dataset='reversals', augmented=False, tiny=False)
+                           dataset='reversals', augmented=False, tiny=False,
+                           **{'global': False, 'split': False})
+  groups = ['local'] + [g for g in ('global', 'split') if a[g]]
+  if len(groups) > 1 and not a.augmented:
+    raise config_lib.ConfigError(
+        f"Config arg {arg!r}: 'global' and 'split' choose the passes of "
+        "augmented fine-tuning; add the word 'augmented'.")
   tiny = ',tiny' if a.tiny else ''
   size = 'small' if a.tiny else 'medium'
   stages = {}
@@ -52,9 +59,10 @@ def get_config(arg: str | None = None):
   stages['icl'] = icl
   kinds = [('ft', ''), ('lora', ',lora')]
   if a.augmented:
-    augment = config_lib.load_file(f'{_HERE / "augment.py"}:{a.dataset},local{tiny}')
+    augment = config_lib.load_file(
+        f'{_HERE / "augment.py"}:{a.dataset},{",".join(groups)}{tiny}')
     augment.augment.config = size
-    augment.augment.output = config_lib.augmented_name(a.dataset, size, ['local'])
+    augment.augment.output = config_lib.augmented_name(a.dataset, size, groups)
     stages['augment'] = augment
     kinds.append(('aug', ''))
   for name, words in kinds:
@@ -64,7 +72,7 @@ def get_config(arg: str | None = None):
       ft.data.config = size
       if name == 'aug':
         ft.data.sources = f'original:1,jsonl/{augment.augment.output}:1'
-        ft.label = 'augmented FT (local)'
+        ft.label = f'augmented FT ({", ".join(groups)})'
       if not a.tiny:
         steps = _STEPS.get(a.dataset, 60)
         ft.train.update(steps=steps, warmup_steps=steps // 10, log_every=5)

@@ -188,7 +188,8 @@ _WORDS = {
     'augment.py': [f'{d}{w}' for d in datasets.names() if d != 'ictrain'
                    for w in ('', ',local', ',global', ',split', ',tiny')],
     'lampinen.py': [f'{d}{w}' for d in datasets.names() if d != 'ictrain'
-                    for w in ('', ',augmented', ',tiny', ',augmented,tiny')],
+                    for w in ('', ',augmented', ',tiny', ',augmented,tiny',
+                              ',augmented,global,split')],
     'experiment.py': [f'{d}{w}' for d in datasets.names() for w in ('', ',tiny', ',full')],
     'eval_icl.py': [f'{d}{t}' for d in datasets.names() for t in ('', ',tiny')],
     'ictrain.py': [f'{t},{s}' for t in ('translation', 'classification', 'all')
@@ -258,6 +259,17 @@ def test_an_experiment_runs_stages_it_has_each_once(order):
     config_lib.validate(config, num_devices=8)
   config.order = ('lora_s1', 'icl')  # A subset, in any order.
   config_lib.validate(config, num_devices=8)
+
+
+def test_augmented_fine_tuning_trains_on_the_passes_its_words_name():
+  config = config_lib.load_file(f'{_CONFIGS / "lampinen.py"}:reversals,augmented,split')
+  assert config.stages.augment.augment.passes == 'rephrase,reverse,infer,sentences'
+  assert config.stages.augment.augment.output == 'augment_reversals_local_split_medium'
+  assert config.stages.aug_s2.data.sources == (
+      'original:1,jsonl/augment_reversals_local_split_medium:1')
+  assert config.stages.aug_s2.label == 'augmented FT (local, split)'
+  with pytest.raises(config_lib.ConfigError, match="add the word 'augmented'"):
+    config_lib.load_file(f'{_CONFIGS / "lampinen.py"}:reversals,global')
 
 
 def _main(*args: str, cache: pathlib.Path) -> subprocess.CompletedProcess:
