@@ -471,10 +471,12 @@ def validate(config: ConfigDict, num_devices: int | None = None,
   an earlier stage of an experiment writes (not checked for existence).
   """
   if 'stages' in config:  # An experiment: each stage is a whole job config.
-    unknown = [name for name in config.order if name not in config.stages]
-    if unknown or len(set(config.order)) != len(config.order):
-      raise ConfigError(f'config.order {tuple(config.order)} must name stages of '
-                        f'this experiment, each once: {", ".join(config.stages)}.')
+    order = tuple(config.order)
+    wrong = sorted({n for n in order if n not in config.stages or order.count(n) > 1})
+    if wrong or not order:
+      raise ConfigError(f'config.order {order} must name stages of this '
+                        f'experiment, each once ({", ".join(wrong) or "none named"}): '
+                        f'{", ".join(config.stages)}.')
     for name in config.order:
       stage = config.stages[name]
       try:

@@ -140,9 +140,11 @@ def scores(workdir: pathlib.Path) -> list[Score]:
         items = workdir / 'items' / f'step{last_step[key]}' / f'{split}.jsonl'
         probes = chance = None
         if items.is_file():
-          choices = [len(json.loads(line)['logprob'])
+          choices = [len(json.loads(line).get('logprob', ()))
                      for line in items.read_text().splitlines()]
-          probes, chance = len(choices), statistics.fmean(1 / c for c in choices)
+          probes = len(choices)
+          if choices and all(choices):
+            chance = statistics.fmean(1 / c for c in choices)
         add(split, label or _train_method(config), value, chance, probes)
       elif (cell := ictrain.parse_key(key)) is not None:
         n = last.get(f'{key}/n')

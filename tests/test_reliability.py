@@ -250,12 +250,13 @@ def test_validate_names_the_field(fields, message):
     config_lib.validate(_finetune(**fields), num_devices=8)
 
 
-@pytest.mark.parametrize('order', [('icl', 'ft_s9'), ('icl', 'icl')])
-def test_an_experiment_runs_stages_it_has_each_once(order):
+@pytest.mark.parametrize('order, wrong', [(('icl', 'ft_s9'), 'ft_s9'),
+                                          (('icl', 'icl'), 'icl'), ((), 'none named')])
+def test_an_experiment_runs_stages_it_has_each_once(order, wrong):
   config = config_lib.load_file(f'{_CONFIGS / "lampinen.py"}:reversals,tiny')
   config.order = order
   with pytest.raises(config_lib.ConfigError,
-                     match=r'must name stages of this experiment, each once: ft_s0, '):
+                     match=rf'must name stages of this experiment, each once \({wrong}\): ft_s0, ft_s1, '):
     config_lib.validate(config, num_devices=8)
   config.order = ('lora_s1', 'icl')  # A subset, in any order.
   config_lib.validate(config, num_devices=8)

@@ -45,7 +45,7 @@ def _family(name: str) -> presets.GemmaConfig:
     return dataclasses.replace(
         tiny, name=name, attention_types=(_L, _G) * 2, use_qk_norm=False,
         attn_logit_softcap=50.0, final_logit_softcap=30.0, transpose_gating_einsum=False)
-  # 5 local : 1 global, then a remainder of two local layers.
+  # 5 local : 1 global, then two local layers: the types differ by layer.
   return dataclasses.replace(tiny, name=name, attention_types=((_L,) * 5 + (_G,)) + (_L,) * 2)
 
 
@@ -214,6 +214,35 @@ def test_an_orbax_checkpoint_of_either_layout_restores_into_the_other(tmp_path):
       assert leaf.sharding == manager._by_name(abstract)[name].sharding, name  # pylint: disable=protected-access
       np.testing.assert_array_equal(np.asarray(leaf), want[name], err_msg=name)
     ckpt.close()
+
+
+def test_a_checkpoint_of_the_old_grouped_scan_restores_into_either_layout(tmp_path):
+  """Before f6f0d8b, scanned layers were saved in groups: the gemma3 family's
+  8 layers (5 local, 1 global, 2 local) as stack_0/layer_0..5 [1 group] and
+  stack_1/layer_0 [2 groups: layers 6 and 7]."""
+  config = _family('gemma3')
+  layer = lambda i: np.full((3,), i, np.float32)  # noqa: E731
+  grouped = {'params': {'stack_0': {f'layer_{j}': {'w': layer(j)[None]} for j in range(6)},
+                        'stack_1': {'layer_0': {'w': np.stack([layer(6), layer(7)])}},
+                        'embedder': {'e': np.ones((2,), np.float32)}}}
+  per_layer = {'params/embedder/e': np.ones((2,), np.float32),
+               **{f'params/layer_{i}/w': layer(i) for i in range(8)}}
+  scanned = {'params/embedder/e': np.ones((2,), np.float32),
+             'params/layers/w': np.stack([layer(i) for i in range(8)])}
+  assert [scan.layout_flat(f) for f in (per_layer, scanned)] == ['per_layer', 'scanned']
+  ckpt = manager.Checkpointer(tmp_path, async_save=False)
+  ckpt.save(1, grouped, {'next': 2})
+  device = jax.sharding.SingleDeviceSharding(jax.devices()[0])
+  for want in (per_layer, scanned):
+    abstract = traverse_util.unflatten_dict(
+        {k: jax.ShapeDtypeStruct(v.shape, v.dtype, sharding=device) for k, v in want.items()},
+        sep='/')
+    state, data = ckpt.restore(abstract, config=config)
+    got = manager._by_name(state)  # pylint: disable=protected-access
+    assert data == {'next': 2} and sorted(got) == sorted(want)
+    for name, value in want.items():
+      np.testing.assert_array_equal(np.asarray(got[name]), value, err_msg=name)
+  ckpt.close()
 
 
 def test_a_scanned_runs_weights_load_into_either_layout(tmp_path):

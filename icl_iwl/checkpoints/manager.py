@@ -99,8 +99,9 @@ class Checkpointer:
     Args:
       abstract_state: ShapeDtypeStructs with shardings, the layout to load into.
       step: this checkpoint only (no fallback).
-      config: the model's architecture: with it, a checkpoint saved with the
-        other layer layout (scanned or not, `model.scan_layers`) is converted.
+      config: the model's architecture: with it, a checkpoint saved with
+        another layer layout (scanned or not, `model.scan_layers`, or the
+        grouped scan of revisions before f6f0d8b) is converted.
 
     Raises:
       CheckpointError: if the saved shapes do not match `abstract_state` (a
@@ -115,12 +116,12 @@ class Checkpointer:
           raise
         continue
       other_layout = config is not None and (
-          scan.is_stacked_flat(saved) != scan.is_stacked_flat(_by_name(abstract_state)))
+          scan.layout_flat(saved) != scan.layout_flat(_by_name(abstract_state)))
       if not other_layout:
         self._check_shapes(s, saved, abstract_state)
       try:
         if other_layout:
-          restored = self._restore_other_layout(s, saved, abstract_state, config)
+          restored = self._restore_other_layout(s, abstract_state, config)
         else:
           restored = self._manager.restore(s, args=ocp.args.Composite(
               state=ocp.args.StandardRestore(abstract_state),
@@ -137,16 +138,14 @@ class Checkpointer:
           '<step>.unreadable). Move them away to start over.')
     return None
 
-  def _restore_other_layout(self, step: int, saved: dict[str, Any],
-                            abstract_state: Any, config: presets.GemmaConfig
-                            ) -> dict[str, Any]:
+  def _restore_other_layout(self, step: int, abstract_state: Any,
+                            config: presets.GemmaConfig) -> dict[str, Any]:
     """{'state', 'data'} of a checkpoint saved in the other layer layout:
     read on the host, converted by leaf name, placed as `abstract_state`."""
-    flat = _by_name(self.load_numpy(step))
-    convert = scan.unstack_flat if scan.is_stacked_flat(saved) else scan.stack_flat
-    flat = convert(flat, config)
-    self._check_shapes(step, flat, abstract_state)
     target = _by_name(abstract_state)
+    flat = scan.convert_flat(_by_name(self.load_numpy(step)), config,
+                             scanned=scan.layout_flat(target) == 'scanned')
+    self._check_shapes(step, flat, abstract_state)
     leaves = [jax.make_array_from_callback(
         want.shape, want.sharding, lambda index, a=flat[name]: a[index])
               for name, want in target.items()]

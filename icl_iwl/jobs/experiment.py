@@ -70,5 +70,4 @@ def _stage_command(workdir: pathlib.Path, name: str) -> str:
   lines = parent.read_text().splitlines() if parent.exists() else []
   command = lines[0] if lines else f'(the experiment in {workdir})'
   rest = ' '.join(lines[1:]).lstrip('# ')
-  return f'{command}\n# stage {name!r}; {rest}\n'
-
+  return f'{command}\n# stage {name!r}' + (f'; {rest}\n' if rest else '\n')
