@@ -21,7 +21,9 @@ Modules:
   checkers  the datasets' knowledge bases, rebuilt from their configs, and
             parsers of generated sentences against them;
   audit     per pass and kind: true / false / undetermined / no statement;
-  mixture   the training records of original + augmented datasets.
+  mixture   the training records of original + augmented datasets;
+  coverage  after fine-tuning: accuracy on the probes whose facts the
+            augmented data states in a new way, and on the rest.
 
 See docs/augmentation.md.
 """
