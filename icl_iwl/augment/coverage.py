@@ -73,30 +73,30 @@ def rows(runs: Sequence[pathlib.Path], probe_facts: dict[str, list[str]],
   return out
 
 
-_DATASET = flags.DEFINE_string('dataset', None, 'The original dataset (a built-in one).')
-_CONFIG = flags.DEFINE_string('config', 'medium', 'Its builder config.')
-_AUGMENTED = flags.DEFINE_string('augmented', None, 'The augmented dataset (jsonl/<name>).')
-_RUNS = flags.DEFINE_string('runs', None, 'A directory of trained runs (an experiment workdir).')
-
-
 def main(argv: list[str]) -> None:
   del argv
-  if not (_DATASET.value and _AUGMENTED.value and _RUNS.value):
+  f = flags.FLAGS
+  if not (f.dataset and f.augmented and f.runs):
     raise errors.UserError('Give --dataset, --augmented and --runs.')
-  checker = checkers.for_dataset(_DATASET.value, _CONFIG.value)
+  checker = checkers.for_dataset(f.dataset, f.config)
   if checker is None:
-    raise errors.UserError(f'{_DATASET.value} has no audit checker.')
-  original = datasets.resolve(_DATASET.value, _CONFIG.value)
+    raise errors.UserError(f'{f.dataset} has no audit checker.')
+  original = datasets.resolve(f.dataset, f.config)
   covered = newly_stated(
       checker, (r['text'] for r in original.documents('train')),
-      (r['text'] for r in datasets.resolve(_AUGMENTED.value).records('train')))
+      (r['text'] for r in datasets.resolve(f.augmented).records('train')))
   probe_facts = {r['id']: list(r['facts']) for s in original.probe_splits()
                  for r in original.records(s)}
-  runs = sorted(p for p in pathlib.Path(_RUNS.value).iterdir() if p.is_dir())
-  print(f'{len(covered)} facts newly stated by {_AUGMENTED.value}.')
+  runs = sorted(p for p in pathlib.Path(f.runs).iterdir() if p.is_dir())
+  print(f'{len(covered)} facts newly stated by {f.augmented}.')
   print(tables.markdown_table(rows(runs, probe_facts, covered),
                               ['run', 'split', 'covered', 'other']))
 
 
 if __name__ == '__main__':
+  # Defined here, not on import: `--config` is also icl_iwl.main's flag.
+  flags.DEFINE_string('dataset', None, 'The original dataset (a built-in one).')
+  flags.DEFINE_string('config', 'medium', 'Its builder config.')
+  flags.DEFINE_string('augmented', None, 'The augmented dataset (jsonl/<name>).')
+  flags.DEFINE_string('runs', None, 'A directory of trained runs (an experiment workdir).')
   app.run(errors.main_wrapper(main))
