@@ -157,6 +157,14 @@ def scores(workdir: pathlib.Path) -> list[Score]:
   return out
 
 
+def read_command(workdir: pathlib.Path, missing: str = '?') -> tuple[str, str]:
+  """(command, note) of a run's command.txt: its first line, and the rest
+  joined without the leading '# ' (the revision); (`missing`, '') if none."""
+  path = workdir / 'command.txt'
+  lines = path.read_text().splitlines() if path.exists() else []
+  return (lines[0] if lines else missing), ' '.join(lines[1:]).lstrip('# ')
+
+
 def _metrics(workdir: pathlib.Path) -> list[dict[str, Any]]:
   """The lines of a run's metrics.jsonl that parse (a cut last line does not)."""
   out = []
@@ -419,10 +427,9 @@ def report(root: str | pathlib.Path, out: str | pathlib.Path,
                    f'training]({png.name})\n')
   parts.append('## Runs\n')
   for w in workdirs:
-    lines = ((w / 'command.txt').read_text().splitlines()
-             if (w / 'command.txt').exists() else ['?'])
-    parts.append(f'- `{w.relative_to(root) if w != root else "."}`: `{lines[0]}` '
-                 + ' '.join(lines[1:]).lstrip('# '))
+    command, note = read_command(w)
+    parts.append(f'- `{w.relative_to(root) if w != root else "."}`: `{command}` '
+                 + note)
   text = '\n'.join(parts) + '\n'
   out.with_suffix('.md').write_text(text)
   return text

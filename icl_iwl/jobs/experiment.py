@@ -66,8 +66,5 @@ def _item_files(workdir: pathlib.Path, stages: Sequence[str]) -> list[str]:
 def _stage_command(workdir: pathlib.Path, name: str) -> str:
   """A stage's command.txt: the experiment's command, then '# stage <name>;'
   and the experiment's revision line (what the report prints per run)."""
-  parent = workdir / 'command.txt'
-  lines = parent.read_text().splitlines() if parent.exists() else []
-  command = lines[0] if lines else f'(the experiment in {workdir})'
-  rest = ' '.join(lines[1:]).lstrip('# ')
+  command, rest = report.read_command(workdir, f'(the experiment in {workdir})')
   return f'{command}\n# stage {name!r}' + (f'; {rest}\n' if rest else '\n')
