@@ -129,5 +129,5 @@ def get_config(arg: str | None = None):
     c.augment.update(config='small', limit=4, max_new_tokens=8,
                      context_budget=256)
   c.augment.output = config_lib.augmented_name(a.dataset, c.augment.config,
-                                               groups)
+                                               groups, a.tiny)
   return c

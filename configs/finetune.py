@@ -52,7 +52,7 @@ def get_config(arg: str | None = None):
     c.eval.every = 3
     c.eval.limit = 8
   if a.augmented:
-    name = config_lib.augmented_name(a.dataset, c.data.config)
+    name = config_lib.augmented_name(a.dataset, c.data.config, tiny=a.tiny)
     c.data.sources = f'original:1,jsonl/{name}:1'
   return c
 

@@ -59,10 +59,8 @@ def get_config(arg: str | None = None):
   stages['icl'] = icl
   kinds = [('ft', ''), ('lora', ',lora')]
   if a.augmented:
-    augment = config_lib.load_file(
-        f'{_HERE / "augment.py"}:{a.dataset},{",".join(groups)}{tiny}')
-    augment.augment.config = size
-    augment.augment.output = config_lib.augmented_name(a.dataset, size, groups)
+    augment = config_lib.augment_stage(str(_HERE / 'augment.py'), a.dataset,
+                                       size, groups, a.tiny)
     stages['augment'] = augment
     kinds.append(('aug', ''))
   for name, words in kinds:

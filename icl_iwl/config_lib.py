@@ -149,13 +149,25 @@ AUGMENT_GROUPS = {'local': 'rephrase,reverse,infer', 'global': 'global',
 
 
 def augmented_name(dataset: str, config: str = 'full',
-                   groups: Sequence[str] = ()) -> str:
+                   groups: Sequence[str] = (), tiny: bool = False) -> str:
   """The user dataset configs/augment.py writes from `dataset`:
-  augment_<dataset>[_<group>...][_<config>, unless 'full']."""
+  augment_<dataset>[_<group>...][_<config>, unless 'full'][_tiny] (a tiny
+  model's noise never takes the name of a real run's dataset)."""
   parts = ['augment', dataset.removeprefix('jsonl/'), *groups]
   if config != 'full' and not dataset.startswith('jsonl/'):
     parts.append(config)
-  return '_'.join(parts)
+  return '_'.join(parts + ['tiny'] * tiny)
+
+
+def augment_stage(file: str, dataset: str, config: str,
+                  groups: Sequence[str], tiny: bool) -> ConfigDict:
+  """An experiment's augmentation stage: configs/augment.py (`file`) with
+  the passes of `groups` over `dataset`'s `config`, writing
+  jsonl/<augmented_name(...)>."""
+  c = load_file(f'{file}:{dataset},{",".join(groups)}{",tiny" * tiny}')
+  c.augment.config = config
+  c.augment.output = augmented_name(dataset, config, groups, tiny)
+  return c
 
 
 def augment(dataset: str, templates: dict[str, str], **overrides) -> ConfigDict:

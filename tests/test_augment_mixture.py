@@ -73,17 +73,17 @@ def test_weights_repeat_each_source(data_dir):
 def test_finetune_augmented_mixes_the_augmented_dataset_and_scores_the_original(
     data_dir):
   config = _finetune()
-  assert config.data.sources == 'original:1,jsonl/augment_reversals_small:1'
+  assert config.data.sources == 'original:1,jsonl/augment_reversals_small_tiny:1'
   with pytest.raises(config_lib.ConfigError,
                      match=r'config.data.sources = .*no jsonl/augment_reversals'
-                           r'_small .*configs/augment.py:reversals '):
+                           r'_small_tiny .*configs/augment.py:reversals '):
     config_lib.validate(config, num_devices=8)
-  _write('augment_reversals_small', 3, data_dir)
+  _write('augment_reversals_small_tiny', 3, data_dir)
   config_lib.validate(config, num_devices=8)
   assert config_lib.eval_dataset(config) == ('reversals', 'small')
   assert len(mixture.training_records(config.data)) == 16 + 3
   augment = config_lib.load_file(f'{_CONFIGS / "augment.py"}:reversals,tiny')
-  assert augment.augment.output == 'augment_reversals_small'
+  assert augment.augment.output == 'augment_reversals_small_tiny'
 
 
 _AUGMENT_WORDS = [f'{d}{w}' for d in ('reversals', 'syllogisms',
