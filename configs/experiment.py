@@ -1,20 +1,27 @@
 """A small real experiment: what the pretrained Gemma 3 270M knows of new facts
-with nothing in context, with the training documents in context (ICL), and
-after fine-tuning on them (LoRA); one table and plots.
+with nothing in context, with the training documents in context (ICL), after
+fine-tuning on them (LoRA), and after fine-tuning on them plus its own
+rewordings of them (augmented fine-tuning); one table and plots.
 
     python -m icl_iwl.main --config=configs/experiment.py --workdir=/tmp/icl_experiment
 
 Stages (each in its own sub-workdir; see jobs/experiment.py):
-  icl       eval_icl: every probe split with no context (the prior) and with
-            the documents in context (the paper's protocol);
-  finetune  train: LoRA rank 16 on the documents, probes scored every
-            `eval.every` steps and at the end.
+  icl        eval_icl: every probe split with no context (the prior) and with
+             the documents in context (the paper's protocol);
+  finetune   train: LoRA rank 16 on the documents, probes scored every
+             `eval.every` steps and at the end;
+  augment    the local augmentation passes (rephrase, reverse, infer; see
+             configs/augment.py) by the pretrained model, audited;
+  augmented  train: as `finetune`, on the documents plus what `augment` wrote
+             (mixed 1:1, so it sees each original document less often).
 Then <workdir>/report.md and its plots (icl_iwl.report).
+`--config.order="('icl','finetune')"` runs the first two stages only.
 
 arg: the dataset (default reversals; its 'small' config: 8 facts, 16
-documents, so the whole experiment takes minutes on a CPU), and optional
-words 'full' (the full dataset: hours on a CPU) and 'tiny' (a random two-layer
-model, for tests).
+documents, so the whole experiment takes minutes on a CPU; ictrain's task
+pairs are no documents to augment: it runs icl and finetune only), and
+optional words 'full' (the full dataset: hours on a CPU) and 'tiny' (a
+random two-layer model, for tests).
 """
 
 import pathlib
@@ -28,17 +35,30 @@ def get_config(arg: str | None = None):
   a = config_lib.parse_arg(arg, {'dataset': config_lib.DATASET_WORDS},
                            dataset='reversals', full=False, tiny=False)
   words = ',tiny' if a.tiny else ''
-  icl = config_lib.load_file(f'{_HERE / "eval_icl.py"}:{a.dataset}{words}')
-  finetune = config_lib.load_file(f'{_HERE / "finetune.py"}:{a.dataset},lora{words}')
   size = 'full' if a.full else 'small'
-  icl.eval.config = finetune.data.config = size
-  if not a.tiny:
-    finetune.train.update(steps=40, warmup_steps=4, log_every=5)
-    finetune.eval.every = 10
-    finetune.checkpoint.every = 10
+  icl = config_lib.load_file(f'{_HERE / "eval_icl.py"}:{a.dataset}{words}')
+  icl.eval.config = size
+  stages = {'icl': icl}
+  augmented = a.dataset != 'ictrain'  # Task pairs, not documents.
+  for name in ('finetune', 'augmented') if augmented else ('finetune',):
+    ft = config_lib.load_file(f'{_HERE / "finetune.py"}:{a.dataset},lora{words}')
+    ft.data.config = size
+    if not a.tiny:
+      ft.train.update(steps=20, warmup_steps=2, log_every=5)
+      ft.eval.every = 10
+      ft.checkpoint.every = 10
+    stages[name] = ft
+  if augmented:
+    augment = config_lib.augment_stage(str(_HERE / 'augment.py'), a.dataset,
+                                       size, ['local'], a.tiny)
+    stages['augment'] = augment
+    ft = stages['augmented']
+    ft.data.sources = f'original:1,jsonl/{augment.augment.output}:1'
+    ft.label = f'augmented FT (LoRA {ft.model.lora.rank}, local)'
   c = config_lib.ConfigDict()
   c.job = 'experiment'
-  c.title = f'{a.dataset} ({size}): prior, ICL and LoRA fine-tuning'
-  c.order = ('icl', 'finetune')
-  c.stages = config_lib.ConfigDict({'icl': icl, 'finetune': finetune})
+  c.title = (f'{a.dataset} ({size}): prior, ICL, LoRA fine-tuning'
+             + (' and augmented LoRA fine-tuning' if augmented else ''))
+  c.order = ('icl', 'finetune', 'augment', 'augmented') if augmented else ('icl', 'finetune')
+  c.stages = config_lib.ConfigDict(stages)
   return c

@@ -58,7 +58,23 @@ def test_eval_icl_writes_consistent_tables_and_items_and_resumes_by_split(
   assert again == [rows[0], dict(rows[1], baseline=-1.0)]
 
 
-def test_experiment_runs_its_stages_once_and_reports_them(tmp_path, capsys):
+@pytest.fixture
+def scripted_generator(monkeypatch):
+  """Augmentation's generator writes one sentence per request: the prompt's
+  statement (its line before the answer's label), reworded. (A random
+  two-layer model writes no complete sentence; tests/test_decode.py tests
+  the real decoder behind generate.load.)"""
+  from icl_iwl.augment import generate  # pylint: disable=g-import-not-at-top
+  def scripted(requests, options):
+    del options
+    return [' So, ' + r.prompt.strip().split('\n')[-2].strip().rstrip('.') + '.'
+            for r in requests]
+  monkeypatch.setattr(generate, 'load', lambda config: generate.Generator(
+      'scripted', scripted, lambda text: len(text.split())))
+
+
+def test_experiment_runs_its_stages_once_and_reports_them(
+    tmp_path, capsys, scripted_generator):
   config = config_lib.load_file(f'{_CONFIGS}/experiment.py:tiny')
   config_lib.validate(config, num_devices=8)
   (tmp_path / 'command.txt').write_text('python -m icl_iwl.main --x\n# revision abc\n')
@@ -80,18 +96,30 @@ def test_experiment_runs_its_stages_once_and_reports_them(tmp_path, capsys):
   assert cells['random, no context'] == f'{_accuracy(rows):.3f}'
   last = tmp_path / 'finetune' / 'items' / f'step{config.stages.finetune.train.steps}'
   assert cells['FT (LoRA 16)'] == f'{_accuracy(_lines(last / "test_reversal.jsonl")):.3f}'
+  # Augmented fine-tuning: trained on the documents plus what the augment
+  # stage wrote, scored on the original probes.
+  augmented = config.stages.augmented
+  aug_last = tmp_path / 'augmented' / 'items' / f'step{augmented.train.steps}'
+  assert cells[augmented.label] == (
+      f'{_accuracy(_lines(aug_last / "test_reversal.jsonl")):.3f}')
+  written = json.loads((tmp_path / 'augment' / 'done.json').read_text())
+  assert written['dataset'] == f'jsonl/{config.stages.augment.augment.output}'
+  # Same seed and steps as 'finetune': only the training data differs, and
+  # so do the trained models' scores.
+  logprobs = lambda d: [r['logprob'] for r in _lines(d / 'test_reversal.jsonl')]  # noqa: E731
+  assert logprobs(aug_last) != logprobs(last)
   printed = capsys.readouterr().out
   assert f'Report: {tmp_path / "report.md"}' in printed
   icl_files = len(list((tmp_path / 'icl').glob('*.jsonl')))
   assert f'{tmp_path / "icl"}/*.jsonl ({icl_files} files)' in printed
   assert f'{last}/*.jsonl (2 files)' in printed
-  done = {s: (tmp_path / s / 'done.json').stat().st_mtime_ns for s in ('icl', 'finetune')}
+  done = {s: (tmp_path / s / 'done.json').stat().st_mtime_ns for s in config.order}
   experiment.run(config, tmp_path)  # Finished stages are not run again.
   assert done == {s: (tmp_path / s / 'done.json').stat().st_mtime_ns for s in done}
 
 
 def test_berglund_files_through_icl_finetuning_and_augmented_finetuning(
-    tmp_path, monkeypatch):
+    tmp_path, monkeypatch, scripted_generator):
   """The bring-your-own-data chain of docs/results.md on a miniature of the
   public Berglund et al. files: import, then configs/lampinen.py on the
   imported dataset (prior and ICL, local augmentation by the model,
@@ -99,17 +127,7 @@ def test_berglund_files_through_icl_finetuning_and_augmented_finetuning(
   table. (Plain fine-tuning, the stage left out, is the experiment test's.)"""
   from test_data_jsonl import berglund_dir  # pylint: disable=g-import-not-at-top
   from icl_iwl.data import berglund  # pylint: disable=g-import-not-at-top
-  from icl_iwl.augment import generate  # pylint: disable=g-import-not-at-top
   monkeypatch.setenv('ICL_IWL_DATA_DIR', str(tmp_path / 'tfds'))
-  # A random two-layer model writes no complete sentence (tests/test_decode.py
-  # tests the real decoder behind generate.load), so a scripted generator
-  # writes one per request: the prompt's last line, reworded.
-  def scripted(requests, options):
-    del options
-    return [' So, ' + r.prompt.strip().split('\n')[-2].strip().rstrip('.') + '.'
-            for r in requests]
-  monkeypatch.setattr(generate, 'load', lambda config: generate.Generator(
-      'scripted', scripted, lambda text: len(text.split())))
   berglund.import_berglund(str(berglund_dir(tmp_path)), 'bg', str(tmp_path / 'tfds'))
   config = config_lib.load_file(f'{_CONFIGS}/lampinen.py:jsonl/bg,augmented,tiny')
   config.order = ('icl', 'augment', 'aug_s0')  # The other stages are not run.
