@@ -28,14 +28,28 @@ then as many timed calls.
 Agreement: the share of sequences whose greedy ids are equal, and of new
 tokens equal before the first difference (float32 on both sides, so
 near-ties can break differently).
+
+Memory bandwidth (short): a decode step of `--batch` rows reads every weight once
+(the float32 embedding table alone is 0.67 GB for the logits), so the
+machine's memory bandwidth bounds how fast either side can decode.
+`bandwidth` in the JSON:
+`read_gb_s` the rate at which this machine reads the table in the step's
+own largest matmul (the logits of --batch rows, jitted, best of 5), and
+each side's weight bytes per new token times its new tokens per second
+(`ours_gb_s`, `ref_gb_s`; prefill and tokenization counted as decoding, so
+a lower bound) and `ratio_at_read_gb_s`, the ratio ours would reach if its
+whole step ran at `read_gb_s`.
 """
 
 import json
 import statistics
+import time
 from typing import Sequence
 
 from absl import app
 from absl import flags
+import jax
+import jax.numpy as jnp
 import numpy as np
 
 import common
@@ -156,6 +170,27 @@ def _case(name: str, decoder: decode.Decoder, torch_model, prompts: list[str],
   }
 
 
+def _bandwidth(rt: runtime.Runtime, result: dict) -> dict:
+  """Weight bytes a decode step reads, and the rates (see the module doc)."""
+  table = rt.params['embedder']['input_embedding']
+  h = jnp.ones((result['ours_batch'], table.shape[1]), table.dtype)
+  logits = jax.jit(lambda h, t: jnp.einsum('BD,VD->BV', h, t))
+  logits(h, table).block_until_ready()
+  best = float('inf')
+  for _ in range(5):
+    start = time.perf_counter()
+    logits(h, table).block_until_ready()
+    best = min(best, time.perf_counter() - start)
+  gb = sum(x.nbytes for x in jax.tree.leaves(rt.params)) / 1e9
+  read = table.nbytes / 1e9 / best
+  # A step reads every weight once and makes one token per row.
+  ours, ref = gb / result['ours_batch'], gb / result['ref_batch']
+  return {'weights_gb': round(gb, 3), 'read_gb_s': round(read, 2),
+          'ours_gb_s': round(result['ours_tok_s'] * ours, 2),
+          'ref_gb_s': round(result['ref_tok_s'] * ref, 2),
+          'ratio_at_read_gb_s': round(read / ours / result['ref_tok_s'], 3)}
+
+
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f'Unexpected arguments: {argv[1:]}')
@@ -171,6 +206,7 @@ def main(argv):
       decoder = runtime.decoder(config, rt, batch_size=_BATCH.value)
       result = _case(name, decoder, torch_model, prompts, '', prompts,
                      _BATCH.value, _REPEATS.value)
+      result['bandwidth'] = _bandwidth(rt, result)
     elif name == 'shared':
       context = _context(tok, documents, _CONTEXT_TOKENS.value)
       rest = documents[len(context.split(eval_options.IclConfig().separator)):]
