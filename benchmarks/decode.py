@@ -43,7 +43,6 @@ whole step ran at `read_gb_s`.
 
 import json
 import statistics
-import time
 from typing import Sequence
 
 from absl import app
@@ -58,6 +57,7 @@ from icl_iwl import decode
 from icl_iwl import runtime
 from icl_iwl.data import datasets
 from icl_iwl.eval import options as eval_options
+from icl_iwl.train import mfu
 
 _CASES = flags.DEFINE_list('cases', ['short', 'shared'], 'short, shared.')
 _BATCH = flags.DEFINE_integer('batch', 8, 'short: prompts (one batch).')
@@ -175,14 +175,8 @@ def _bandwidth(rt: runtime.Runtime, result: dict) -> dict:
   table = rt.params['embedder']['input_embedding']
   h = jnp.ones((result['ours_batch'], table.shape[1]), table.dtype)
   logits = jax.jit(lambda h, t: jnp.einsum('BD,VD->BV', h, t))
-  logits(h, table).block_until_ready()
-  best = float('inf')
-  for _ in range(5):
-    start = time.perf_counter()
-    logits(h, table).block_until_ready()
-    best = min(best, time.perf_counter() - start)
   gb = sum(x.nbytes for x in jax.tree.leaves(rt.params)) / 1e9
-  read = table.nbytes / 1e9 / best
+  read = table.nbytes / 1e9 / mfu.best_seconds(lambda: logits(h, table), 5)
   # A step reads every weight once and makes one token per row.
   ours, ref = gb / result['ours_batch'], gb / result['ref_batch']
   return {'weights_gb': round(gb, 3), 'read_gb_s': round(read, 2),

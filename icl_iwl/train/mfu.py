@@ -7,6 +7,7 @@ dtype (bf16 inputs accumulate in f32), over the whole machine.
 
 import functools
 import time
+from typing import Callable
 
 import jax
 import jax.numpy as jnp
@@ -19,18 +20,24 @@ _TPU_PEAK = {  # bf16 FLOP/s per chip.
 }
 
 
+def best_seconds(fn: Callable[[], jax.Array], repeats: int) -> float:
+  """The fastest of `repeats` timed calls of `fn` after one untimed call
+  (compilation), each waited for."""
+  fn().block_until_ready()
+  best = float('inf')
+  for _ in range(repeats):
+    start = time.perf_counter()
+    fn().block_until_ready()
+    best = min(best, time.perf_counter() - start)
+  return best
+
+
 @functools.cache
 def _measured_cpu_peak(dtype) -> float:
   n = 2048
   x = jnp.ones((n, n), dtype)
   f = jax.jit(lambda a, b: jnp.dot(a, b, preferred_element_type=jnp.float32))
-  f(x, x).block_until_ready()
-  best = float('inf')
-  for _ in range(3):
-    start = time.perf_counter()
-    f(x, x).block_until_ready()
-    best = min(best, time.perf_counter() - start)
-  return 2 * n**3 / best
+  return 2 * n**3 / best_seconds(lambda: f(x, x), 3)
 
 
 def peak_flops(dtype) -> float:
