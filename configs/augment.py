@@ -22,7 +22,7 @@ The generator is `config.model` (default the embedded Gemma 3 270M; a bigger
 Gemma with --config.model.checkpoint=hf:DIR), greedy unless
 --config.augment.temperature > 0 (then `augment.samples` per prompt).
 
-Writes the user dataset jsonl/augment_<dataset>[_<words>][_small] (set
+Writes the user dataset jsonl/augment_<dataset>[_<words>][_<config>, unless full][_tiny] (set
 --config.augment.output=NAME), with provenance.jsonl, audit.json and audit.md
 beside it and in <workdir>/augment/. After every pass the audit says how many
 generated sentences state true, false or undetermined facts of the dataset's

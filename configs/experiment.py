@@ -13,7 +13,8 @@ Stages (each in its own sub-workdir; see jobs/experiment.py):
   augment    the local augmentation passes (rephrase, reverse, infer; see
              configs/augment.py) by the pretrained model, audited;
   augmented  train: as `finetune`, on the documents plus what `augment` wrote
-             (mixed 1:1, so it sees each original document less often).
+             (each document of both once an epoch: 16 originals among
+             83 on the small config, so it sees each original less often).
 Then <workdir>/report.md and its plots (icl_iwl.report).
 `--config.order="('icl','finetune')"` runs the first two stages only.
 
