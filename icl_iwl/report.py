@@ -157,6 +157,12 @@ def scores(workdir: pathlib.Path) -> list[Score]:
   return out
 
 
+def last_items(workdir: pathlib.Path) -> pathlib.Path | None:
+  """A trained run's per-item scores of its last eval (items/step<N>), or None."""
+  steps = sorted((workdir / 'items').glob('step*'), key=lambda p: int(p.name[4:]))
+  return steps[-1] if steps else None
+
+
 def read_command(workdir: pathlib.Path, missing: str = '?') -> tuple[str, str]:
   """(command, note) of a run's command.txt: its first line, and the rest
   joined without the leading '# ' (the revision); (`missing`, '') if none."""

@@ -24,6 +24,7 @@ from absl import app
 from absl import flags
 
 from icl_iwl import errors
+from icl_iwl import report
 from icl_iwl import tables
 from icl_iwl.augment import audit
 from icl_iwl.augment import checkers
@@ -56,10 +57,10 @@ def rows(runs: Sequence[pathlib.Path], probe_facts: dict[str, list[str]],
   among the others (`probe_facts`: probe id -> its facts)."""
   out = []
   for run in runs:
-    steps = sorted((run / 'items').glob('step*'), key=lambda p: int(p.name[4:]))
-    if not steps or not (run / 'done.json').exists():
+    items = report.last_items(run)
+    if items is None or not (run / report.DONE).exists():
       continue
-    for path in sorted(steps[-1].glob('*.jsonl')):
+    for path in sorted(items.glob('*.jsonl')):
       counts = collections.Counter()
       for line in path.read_text().splitlines():
         item = json.loads(line)

@@ -54,9 +54,7 @@ def _item_files(workdir: pathlib.Path, stages: Sequence[str]) -> list[str]:
   (a training stage's are those of its last eval, under items/step<N>)."""
   out = []
   for name in stages:
-    directory = workdir / name
-    steps = sorted((directory / 'items').glob('step*'), key=lambda p: int(p.name[4:]))
-    directory = steps[-1] if steps else directory
+    directory = report.last_items(workdir / name) or workdir / name
     files = [p for p in directory.glob('*.jsonl') if p.name != 'metrics.jsonl']
     if files:
       out.append(f'{directory}/*.jsonl ({len(files)} files)')
