@@ -32,6 +32,17 @@ from icl_iwl import config_lib
 _HERE = pathlib.Path(__file__).resolve().parent
 
 
+def _lora(dataset: str, size: str, words: str):
+  """LoRA rank 16 on `dataset`'s documents (20 steps of 8 x 128 unless tiny)."""
+  ft = config_lib.load_file(f'{_HERE / "finetune.py"}:{dataset},lora{words}')
+  ft.data.config = size
+  if not words:
+    ft.train.update(steps=20, warmup_steps=2, log_every=5)
+    ft.eval.every = 10
+    ft.checkpoint.every = 10
+  return ft
+
+
 def get_config(arg: str | None = None):
   a = config_lib.parse_arg(arg, {'dataset': config_lib.DATASET_WORDS},
                            dataset='reversals', full=False, tiny=False)
@@ -39,27 +50,19 @@ def get_config(arg: str | None = None):
   size = 'full' if a.full else 'small'
   icl = config_lib.load_file(f'{_HERE / "eval_icl.py"}:{a.dataset}{words}')
   icl.eval.config = size
-  stages = {'icl': icl}
-  augmented = a.dataset != 'ictrain'  # Task pairs, not documents.
-  for name in ('finetune', 'augmented') if augmented else ('finetune',):
-    ft = config_lib.load_file(f'{_HERE / "finetune.py"}:{a.dataset},lora{words}')
-    ft.data.config = size
-    if not a.tiny:
-      ft.train.update(steps=20, warmup_steps=2, log_every=5)
-      ft.eval.every = 10
-      ft.checkpoint.every = 10
-    stages[name] = ft
-  if augmented:
+  stages = {'icl': icl, 'finetune': _lora(a.dataset, size, words)}
+  title = f'{a.dataset} ({size}): prior, ICL, LoRA fine-tuning'
+  if a.dataset != 'ictrain':  # Task pairs, not documents: nothing to augment.
     augment = config_lib.augment_stage(str(_HERE / 'augment.py'), a.dataset,
                                        size, ['local'], a.tiny)
-    stages['augment'] = augment
-    ft = stages['augmented']
-    ft.data.sources = f'original:1,jsonl/{augment.augment.output}:1'
-    ft.label = f'augmented FT (LoRA {ft.model.lora.rank}, local)'
+    augmented = _lora(a.dataset, size, words)
+    augmented.data.sources = f'original:1,jsonl/{augment.augment.output}:1'
+    augmented.label = f'augmented FT (LoRA {augmented.model.lora.rank}, local)'
+    stages.update(augment=augment, augmented=augmented)
+    title += ' and augmented LoRA fine-tuning'
   c = config_lib.ConfigDict()
   c.job = 'experiment'
-  c.title = (f'{a.dataset} ({size}): prior, ICL, LoRA fine-tuning'
-             + (' and augmented LoRA fine-tuning' if augmented else ''))
-  c.order = ('icl', 'finetune', 'augment', 'augmented') if augmented else ('icl', 'finetune')
+  c.title = title
+  c.order = tuple(stages)
   c.stages = config_lib.ConfigDict(stages)
   return c
