@@ -5,7 +5,11 @@
     python -m icl_iwl.report --root=/tmp/lampinen --out=docs/results/lampinen
 
 Stages (jobs/experiment.py: each in its own sub-workdir, resumable, finished
-stages skipped on rerun), on the dataset's 'medium' config (sized for a CPU):
+stages skipped on rerun), on the dataset's 'medium' config (sized for a CPU),
+or with the word 'small' its small one where `_STEPS` sizes it (semantic:
+the medium training set, ~33k tokens, fits no context the 270M is scored
+with on a CPU, the small one's ~4.3k fit one, so ICL sees every document
+fine-tuning trains on):
   icl            the pretrained model with nothing in context (the prior) and
                  with the training documents in context: the whole training
                  set when it fits `icl.budget` tokens, else 8 probe-blind
@@ -35,22 +39,30 @@ from icl_iwl import config_lib
 
 _HERE = pathlib.Path(__file__).resolve().parent
 SEEDS = (0, 1, 2)
-# Steps per trained run: ~10 epochs of the medium training sets at 8 x 128
-# tokens per step (semantic: ~3 epochs of its 33k tokens).
-_STEPS = {'reversals': 60, 'reversal_curse': 60, 'syllogisms': 20, 'semantic': 120}
+# Steps per trained run, per dataset config: ~10 epochs of the training set
+# at 8 x 128 tokens per step (semantic medium: ~3 epochs of its 33k tokens).
+_STEPS = {
+    'medium': {'reversals': 60, 'reversal_curse': 60, 'syllogisms': 20,
+               'semantic': 120},
+    'small': {'semantic': 40},
+}
 
 
 def get_config(arg: str | None = None):
   a = config_lib.parse_arg(arg, {'dataset': config_lib.DATASET_WORDS},
                            dataset='reversals', augmented=False, tiny=False,
-                           **{'global': False, 'split': False})
+                           small=False, **{'global': False, 'split': False})
   groups = ['local'] + [g for g in ('global', 'split') if a[g]]
   if len(groups) > 1 and not a.augmented:
     raise config_lib.ConfigError(
         f"Config arg {arg!r}: 'global' and 'split' choose the passes of "
         "augmented fine-tuning; add the word 'augmented'.")
   tiny = ',tiny' if a.tiny else ''
-  size = 'small' if a.tiny else 'medium'
+  size = 'small' if a.tiny or a.small else 'medium'
+  if a.small and not a.tiny and a.dataset not in _STEPS['small']:
+    raise config_lib.ConfigError(
+        f"Config arg {arg!r}: no step count for {a.dataset}'s small config; "
+        f"'small' is sized for {', '.join(_STEPS['small'])}.")
   stages = {}
   icl = config_lib.load_file(f'{_HERE / "eval_icl.py"}:{a.dataset}{tiny}')
   icl.eval.config = size
@@ -72,7 +84,7 @@ def get_config(arg: str | None = None):
         ft.data.sources = f'original:1,jsonl/{augment.augment.output}:1'
         ft.label = f'augmented FT ({", ".join(groups)})'
       if not a.tiny:
-        steps = _STEPS.get(a.dataset, 60)
+        steps = _STEPS[size].get(a.dataset, 60)
         ft.train.update(steps=steps, warmup_steps=steps // 10, log_every=5)
         ft.eval.every = steps // 2
         ft.checkpoint.every = steps // 2

@@ -189,7 +189,8 @@ _WORDS = {
                    for w in ('', ',local', ',global', ',split', ',tiny')],
     'lampinen.py': [f'{d}{w}' for d in datasets.names() if d != 'ictrain'
                     for w in ('', ',augmented', ',tiny', ',augmented,tiny',
-                              ',augmented,global,split')],
+                              ',augmented,global,split')]
+                   + ['semantic,small', 'semantic,small,augmented,global'],
     'experiment.py': [f'{d}{w}' for d in datasets.names() for w in ('', ',tiny', ',full')],
     'eval_icl.py': [f'{d}{t}' for d in datasets.names() for t in ('', ',tiny')],
     'ictrain.py': [f'{t},{s}' for t in ('translation', 'classification', 'all')
@@ -271,6 +272,18 @@ def test_augmented_fine_tuning_trains_on_the_passes_its_words_name():
   assert config.stages.aug_s2.label == 'augmented FT (local, split)'
   with pytest.raises(config_lib.ConfigError, match="add the word 'augmented'"):
     config_lib.load_file(f'{_CONFIGS / "lampinen.py"}:reversals,global')
+
+
+def test_the_small_word_runs_the_small_config_where_it_has_a_step_count():
+  small = config_lib.load_file(f'{_CONFIGS / "lampinen.py"}:semantic,small,augmented')
+  medium = config_lib.load_file(f'{_CONFIGS / "lampinen.py"}:semantic')
+  assert {config_lib.eval_dataset(s) for s in small.stages.values() if 'eval' in s
+          } == {('semantic', 'small')}
+  assert small.stages.ft_s1.data.config == small.stages.aug_s1.data.config == 'small'
+  assert (small.stages.ft_s0.train.steps, medium.stages.ft_s0.train.steps) == (40, 120)
+  assert small.stages.aug_s0.data.sources.endswith('augment_semantic_local_small:1')
+  with pytest.raises(config_lib.ConfigError, match="no step count for reversals's small"):
+    config_lib.load_file(f'{_CONFIGS / "lampinen.py"}:reversals,small')
 
 
 def _main(*args: str, cache: pathlib.Path) -> subprocess.CompletedProcess:
