@@ -109,6 +109,49 @@ def sample(logits_BV: jax.Array, seeds_B: jax.Array, step: jax.Array,
 # Jitted computations, shared by every decoder of a model --------------------
 
 
+@functools.cache
+def _embed_major(model: gemma.Transformer) -> dict[str, tuple[int, ...]]:
+  """{param path: the permutation that puts its embedding axis first (after
+  a scanned model's layer axis)} for the input projections whose embedding
+  axis is not there.
+
+  XLA:CPU's dot wants a weight's contracted axis major. Given the Gemma
+  layout (e.g. q [N, D, H], gating [2, F, D]), the compiled decode loop
+  copies every input projection into that layout at every step (~260 MB a
+  step for the 270M, against ~1.07 GB of weights read); `_decode` hands its
+  loop the weights already permuted once and permutes them back inside it,
+  a transpose XLA folds into the dot.
+  """
+  specs = rules_lib.logical_specs(gemma.abstract_params(model))
+  perms = {}
+  for path, spec in jax.tree_util.tree_flatten_with_path(
+      specs, is_leaf=lambda x: isinstance(x, jax.sharding.PartitionSpec))[0]:
+    names = jax.tree_util.keystr(path, simple=True, separator='/').split('/')
+    if not ({names[-1], names[-2] if names[-1] == 'w' else None}
+            & set(gemma.INPUT_PROJECTIONS)):
+      continue
+    lead = int(spec[0] == axes.LAYERS)
+    embed = tuple(spec).index(axes.EMBED)
+    if embed > lead:
+      rest = [i for i in range(lead, len(spec)) if i != embed]
+      perms['/'.join(names)] = (*range(lead), embed, *rest)
+  return perms
+
+
+def _permute(model: gemma.Transformer, params: Any, inverse: bool = False) -> Any:
+  """`params` with the input projections embed-major (see `_embed_major`),
+  or back."""
+  perms = _embed_major(model)
+
+  def one(path, x):
+    perm = perms.get(jax.tree_util.keystr(path, simple=True, separator='/'))
+    if perm is None:
+      return x
+    return jnp.transpose(x, np.argsort(perm) if inverse else perm)
+
+  return jax.tree_util.tree_map_with_path(one, params)
+
+
 @functools.partial(jax.jit, static_argnums=0, donate_argnums=6)
 def _prefill(model: gemma.Transformer, params, tokens_BT, positions_BT,
              valid_BT, shared, cache, start, last_index_B, last_BD):
@@ -159,6 +202,9 @@ def _decode(model: gemma.Transformer, params, shared, cache, last_BD,
   b = last_BD.shape[0]
   n = cache['mask'].shape[1]  # The cache length (>= the new tokens).
   logits_BV = model.apply({'params': params}, last_BD, method=model.logits)
+  # Permuted back inside the loop; the barrier keeps XLA from cancelling the
+  # two permutations (and copying inside the loop again).
+  moved = jax.lax.optimization_barrier(_permute(model, params))
 
   def cond(state):
     step, _, _, _, done_B, _ = state
@@ -173,8 +219,8 @@ def _decode(model: gemma.Transformer, params, shared, cache, last_BD,
     done_B = done_B | (token_B == eos) | stop_V[token_B]
     pos_B1 = (positions_B + step)[:, None]
     logits_B1V, kv = model.apply(
-        {'params': params}, token_B[:, None], pos_B1, jnp.ones((b, 1, 1), bool),
-        (*shared, cache))
+        {'params': _permute(model, moved, inverse=True)}, token_B[:, None],
+        pos_B1, jnp.ones((b, 1, 1), bool), (*shared, cache))
     cache = cache_lib.write(cache, kv, pos_B1, jnp.ones((b, 1), bool),
                             slot + step)
     return step + 1, logits_B1V[:, 0], cache, out_BN, done_B, count_B

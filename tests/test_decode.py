@@ -5,6 +5,8 @@ import copy
 import dataclasses
 import functools
 
+from flax import linen as nn
+from flax import traverse_util
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -103,6 +105,41 @@ def test_greedy_equals_step_by_step_argmax_over_full_forward_passes(variant, pre
     want = _greedy_by_hand(_runtime(variant), prompt, prefix, n)
     assert len(set(want)) > 2, want  # A continuation worth comparing.
     assert completion == _text(tok, want), prompt
+
+
+@pytest.mark.unit
+@pytest.mark.parametrize('variant, scan_layers', [
+    ('gemma3', False), ('gemma3', True), ('gemma2', False), ('gemma1', False)])
+def test_the_decode_loop_gets_the_input_projections_embed_major(variant, scan_layers):
+  config = dataclasses.replace(presets.get('tiny'), **_VARIANTS[variant])
+  model = gemma.Transformer(config, scan_layers=scan_layers)
+  shapes = traverse_util.flatten_dict(nn.unbox(gemma.abstract_params(model)), sep='/')
+  moved = traverse_util.flatten_dict(jax.eval_shape(
+      lambda p: decode._permute(model, p),  # pylint: disable=protected-access
+      traverse_util.unflatten_dict(shapes, sep='/')), sep='/')
+  lead, owners = int(scan_layers), []
+  for name, s in shapes.items():
+    owner = name.split('/')[-2] if name.endswith('/w') else name.split('/')[-1]
+    embed = [i for i, n in enumerate(s.shape) if n == config.embed_dim]
+    if owner in gemma.INPUT_PROJECTIONS and embed != [lead]:
+      owners.append(owner)
+      want = (*s.shape[:lead], config.embed_dim,
+              *[n for i, n in enumerate(s.shape[lead:], lead) if i not in embed])
+      assert moved[name].shape == want, name
+      x = np.arange(np.prod(s.shape), dtype=np.float32).reshape(s.shape)
+      tree = traverse_util.unflatten_dict({name: x}, sep='/')
+      there = decode._permute(model, tree)  # pylint: disable=protected-access
+      np.testing.assert_array_equal(
+          traverse_util.flatten_dict(there, sep='/')[name],
+          np.moveaxis(x, embed[0], lead))
+      back = decode._permute(model, there, inverse=True)  # pylint: disable=protected-access
+      np.testing.assert_array_equal(traverse_util.flatten_dict(back, sep='/')[name], x)
+    else:
+      assert moved[name].shape == s.shape, name
+  layers = 1 if scan_layers else config.num_layers
+  assert sorted(owners) == sorted(layers * (
+      ['qkv_einsum', 'gating_einsum'] if 'qkv_einsum' in owners
+      else ['q_einsum', 'kv_einsum', 'gating_einsum']))
 
 
 def test_a_request_samples_the_same_whatever_its_batch_and_position():
