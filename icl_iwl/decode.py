@@ -109,39 +109,47 @@ def sample(logits_BV: jax.Array, seeds_B: jax.Array, step: jax.Array,
 # Jitted computations, shared by every decoder of a model --------------------
 
 
-@functools.cache
-def _embed_major(model: gemma.Transformer) -> dict[str, tuple[int, ...]]:
-  """{param path: the permutation that puts its embedding axis first (after
-  a scanned model's layer axis)} for the input projections whose embedding
-  axis is not there.
+# The layout each weight of a layer has inside the compiled decode loop: the
+# logical axes that lead (after a scanned model's layer axis), the others
+# following in their Gemma order. These are the layouts XLA:CPU's dots at a
+# few rows read without a copy (found in the compiled loop); in the Gemma
+# layout (q [N, D, H], kv [2, K, D, H], gating [2, F, D], attn_vec
+# [N, H, D]) the loop copies each such weight into them at every step and
+# XLA does not hoist the copies (~310 MB a step for the 270M, against ~1.07
+# GB of weights read).
+LOOP_LAYOUT = {
+    'q_einsum': (axes.EMBED,),
+    'kv_einsum': (axes.EMBED,),
+    'qkv_einsum': (axes.EMBED,),
+    'gating_einsum': (axes.EMBED,),
+    'attn_vec_einsum': (axes.HEAD_DIM,),
+}
 
-  XLA:CPU's dot wants a weight's contracted axis major. Given the Gemma
-  layout (e.g. q [N, D, H], gating [2, F, D]), the compiled decode loop
-  copies every input projection into that layout at every step (~260 MB a
-  step for the 270M, against ~1.07 GB of weights read); `_decode` hands its
-  loop the weights already permuted once and permutes them back inside it,
-  a transpose XLA folds into the dot.
-  """
+
+@functools.cache
+def _loop_perms(model: gemma.Transformer) -> dict[str, tuple[int, ...]]:
+  """{param path: the permutation into its `LOOP_LAYOUT`} for the weights
+  not already in it."""
   specs = rules_lib.logical_specs(gemma.abstract_params(model))
   perms = {}
   for path, spec in jax.tree_util.tree_flatten_with_path(
       specs, is_leaf=lambda x: isinstance(x, jax.sharding.PartitionSpec))[0]:
     names = jax.tree_util.keystr(path, simple=True, separator='/').split('/')
-    if not ({names[-1], names[-2] if names[-1] == 'w' else None}
-            & set(gemma.INPUT_PROJECTIONS)):
+    owner = names[-2] if names[-1] == 'w' else names[-1]
+    if owner not in LOOP_LAYOUT:
       continue
-    lead = int(spec[0] == axes.LAYERS)
-    embed = tuple(spec).index(axes.EMBED)
-    if embed > lead:
-      rest = [i for i in range(lead, len(spec)) if i != embed]
-      perms['/'.join(names)] = (*range(lead), embed, *rest)
+    spec = tuple(spec)
+    lead = [i for i, a in enumerate(spec) if a == axes.LAYERS]
+    first = [spec.index(a) for a in LOOP_LAYOUT[owner]]
+    perm = (*lead, *first, *[i for i in range(len(spec)) if i not in lead + first])
+    if perm != tuple(range(len(spec))):
+      perms['/'.join(names)] = perm
   return perms
 
 
 def _permute(model: gemma.Transformer, params: Any, inverse: bool = False) -> Any:
-  """`params` with the input projections embed-major (see `_embed_major`),
-  or back."""
-  perms = _embed_major(model)
+  """`params` in the decode loop's layout (`LOOP_LAYOUT`), or back."""
+  perms = _loop_perms(model)
 
   def one(path, x):
     perm = perms.get(jax.tree_util.keystr(path, simple=True, separator='/'))

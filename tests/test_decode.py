@@ -110,36 +110,40 @@ def test_greedy_equals_step_by_step_argmax_over_full_forward_passes(variant, pre
 @pytest.mark.unit
 @pytest.mark.parametrize('variant, scan_layers', [
     ('gemma3', False), ('gemma3', True), ('gemma2', False), ('gemma1', False)])
-def test_the_decode_loop_gets_the_input_projections_embed_major(variant, scan_layers):
+def test_the_decode_loop_gets_each_weight_in_its_loop_layout(variant, scan_layers):
   config = dataclasses.replace(presets.get('tiny'), **_VARIANTS[variant])
   model = gemma.Transformer(config, scan_layers=scan_layers)
   shapes = traverse_util.flatten_dict(nn.unbox(gemma.abstract_params(model)), sep='/')
   moved = traverse_util.flatten_dict(jax.eval_shape(
       lambda p: decode._permute(model, p),  # pylint: disable=protected-access
       traverse_util.unflatten_dict(shapes, sep='/')), sep='/')
+  # The axis that leads in the loop, by its size (unique in the tiny model).
+  leading = {'q_einsum': config.embed_dim, 'kv_einsum': config.embed_dim,
+             'qkv_einsum': config.embed_dim, 'gating_einsum': config.embed_dim,
+             'attn_vec_einsum': config.head_dim}
   lead, owners = int(scan_layers), []
   for name, s in shapes.items():
     owner = name.split('/')[-2] if name.endswith('/w') else name.split('/')[-1]
-    embed = [i for i, n in enumerate(s.shape) if n == config.embed_dim]
-    if owner in gemma.INPUT_PROJECTIONS and embed != [lead]:
+    axis = [i for i, n in enumerate(s.shape) if n == leading.get(owner)]
+    if owner in leading and axis != [lead]:
       owners.append(owner)
-      want = (*s.shape[:lead], config.embed_dim,
-              *[n for i, n in enumerate(s.shape[lead:], lead) if i not in embed])
+      want = np.moveaxis(np.empty(s.shape, np.int8), axis[0], lead).shape
       assert moved[name].shape == want, name
       x = np.arange(np.prod(s.shape), dtype=np.float32).reshape(s.shape)
       tree = traverse_util.unflatten_dict({name: x}, sep='/')
       there = decode._permute(model, tree)  # pylint: disable=protected-access
       np.testing.assert_array_equal(
           traverse_util.flatten_dict(there, sep='/')[name],
-          np.moveaxis(x, embed[0], lead))
+          np.moveaxis(x, axis[0], lead))
       back = decode._permute(model, there, inverse=True)  # pylint: disable=protected-access
       np.testing.assert_array_equal(traverse_util.flatten_dict(back, sep='/')[name], x)
     else:
       assert moved[name].shape == s.shape, name
   layers = 1 if scan_layers else config.num_layers
-  assert sorted(owners) == sorted(layers * (
-      ['qkv_einsum', 'gating_einsum'] if 'qkv_einsum' in owners
-      else ['q_einsum', 'kv_einsum', 'gating_einsum']))
+  projections = (['qkv_einsum'] if 'qkv_einsum' in owners
+                 else ['q_einsum', 'kv_einsum'])
+  assert sorted(owners) == sorted(
+      layers * [*projections, 'gating_einsum', 'attn_vec_einsum'])
 
 
 def test_a_request_samples_the_same_whatever_its_batch_and_position():

@@ -37,9 +37,6 @@ from icl_iwl.model.presets import AttentionType, GemmaConfig
 
 Dtype = Any
 K_MASK = -2.3819763e38  # Logit of a masked key: exp() underflows to exactly 0.
-# The weights that contract the embedding axis of their layer's input (the
-# input projections; the others produce that axis).
-INPUT_PROJECTIONS = ('q_einsum', 'kv_einsum', 'qkv_einsum', 'gating_einsum')
 
 
 def _constrain(x: jax.Array, axes: tuple[str | None, ...]) -> jax.Array:
