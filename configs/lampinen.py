@@ -40,11 +40,12 @@ from icl_iwl import config_lib
 _HERE = pathlib.Path(__file__).resolve().parent
 SEEDS = (0, 1, 2)
 # Steps per trained run, per dataset config: ~10 epochs of the training set
-# at 8 x 128 tokens per step (semantic medium: ~3 epochs of its 33k tokens).
+# (8 x 128 tokens a step; semantic 8 x 256: medium ~7 epochs of its ~33k
+# tokens, small ~10 of its ~4.3k).
 _STEPS = {
     'medium': {'reversals': 60, 'reversal_curse': 60, 'syllogisms': 20,
                'semantic': 120},
-    'small': {'semantic': 40},
+    'small': {'semantic': 20},
 }
 
 

@@ -280,7 +280,7 @@ def test_the_small_word_runs_the_small_config_where_it_has_a_step_count():
   assert {config_lib.eval_dataset(s) for s in small.stages.values() if 'eval' in s
           } == {('semantic', 'small')}
   assert small.stages.ft_s1.data.config == small.stages.aug_s1.data.config == 'small'
-  assert (small.stages.ft_s0.train.steps, medium.stages.ft_s0.train.steps) == (40, 120)
+  assert (small.stages.ft_s0.train.steps, medium.stages.ft_s0.train.steps) == (20, 120)
   assert small.stages.aug_s0.data.sources.endswith('augment_semantic_local_small:1')
   with pytest.raises(config_lib.ConfigError, match="no step count for reversals's small"):
     config_lib.load_file(f'{_CONFIGS / "lampinen.py"}:reversals,small')
