@@ -27,7 +27,7 @@ Budget on a 2-core Xeon (embedded 270M, float32; docs/results.md): a full
 fine-tuning step of 8 x 128 tokens takes 10-25 s (the low end with nothing
 else running), LoRA a little less, and the process peaks at ~17 GB
 resident (syllogisms: 17.4 GB). `_STEPS` gives ~10 epochs of the medium
-training sets (3 of semantic's): reversals' six trained runs took 14-22 min
+training sets (~7 of semantic medium's): reversals' six trained runs took 14-22 min
 each with their probe evaluations, the whole experiment ~2 h 15 min;
 syllogisms' 20-step runs ~6 min each. 'tiny' runs the whole pipeline with a random two-layer
 model in a few minutes (tests).
@@ -68,7 +68,7 @@ def get_config(arg: str | None = None):
   icl = config_lib.load_file(f'{_HERE / "eval_icl.py"}:{a.dataset}{tiny}')
   icl.eval.config = size
   if not a.tiny:
-    icl.icl.budget = 6144  # The whole medium training set, where it fits.
+    icl.icl.budget = 6144  # The whole training set, where it fits.
   stages['icl'] = icl
   kinds = [('ft', ''), ('lora', ',lora')]
   if a.augmented:

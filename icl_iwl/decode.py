@@ -38,6 +38,7 @@ import logging
 import time
 from typing import Any, Sequence
 
+from flax import traverse_util
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -109,14 +110,13 @@ def sample(logits_BV: jax.Array, seeds_B: jax.Array, step: jax.Array,
 # Jitted computations, shared by every decoder of a model --------------------
 
 
-# The layout each weight of a layer has inside the compiled decode loop: the
-# logical axes that lead (after a scanned model's layer axis), the others
-# following in their Gemma order. These are the layouts XLA:CPU's dots at a
-# few rows read without a copy (found in the compiled loop); in the Gemma
-# layout (q [N, D, H], kv [2, K, D, H], gating [2, F, D], attn_vec
-# [N, H, D]) the loop copies each such weight into them at every step and
-# XLA does not hoist the copies (~310 MB a step for the 270M, against ~1.07
-# GB of weights read).
+# The layout each weight of a layer has inside the compiled decode loop on
+# CPU: the logical axes that lead, the others following in their Gemma
+# order. These are the layouts XLA:CPU's dots at a few rows read without a
+# copy (found in the compiled loop); in the Gemma layout (q [N, D, H], kv
+# [2, K, D, H], gating [2, F, D], attn_vec [N, H, D]) the loop copies each
+# such weight into them at every step and XLA does not hoist the copies
+# (~310 MB a step for the 270M, against ~1.07 GB of weights read).
 LOOP_LAYOUT = {
     'q_einsum': (axes.EMBED,),
     'kv_einsum': (axes.EMBED,),
@@ -126,38 +126,53 @@ LOOP_LAYOUT = {
 }
 
 
+def _owner(name: str) -> str:
+  """The module a '/'-joined param name belongs to ('.../q_einsum/w' ->
+  'q_einsum'; '.../mlp/gating_einsum' -> 'gating_einsum')."""
+  parts = name.split('/')
+  return parts[-2] if parts[-1] == 'w' else parts[-1]
+
+
 @functools.cache
 def _loop_perms(model: gemma.Transformer) -> dict[str, tuple[int, ...]]:
-  """{param path: the permutation into its `LOOP_LAYOUT`} for the weights
-  not already in it."""
-  specs = rules_lib.logical_specs(gemma.abstract_params(model))
+  """{'/'-joined param name: the permutation into its `LOOP_LAYOUT`} for
+  the weights not already in it. Empty off CPU (the layouts are XLA:CPU's)
+  and for a scanned model (the inverse would run on the stacked weights
+  outside the scan's own loop: a copy of all of them every step)."""
+  if model.scan_layers or jax.default_backend() != 'cpu':
+    return {}
+  specs = traverse_util.flatten_dict(
+      rules_lib.logical_specs(gemma.abstract_params(model)), sep='/')
   perms = {}
-  for path, spec in jax.tree_util.tree_flatten_with_path(
-      specs, is_leaf=lambda x: isinstance(x, jax.sharding.PartitionSpec))[0]:
-    names = jax.tree_util.keystr(path, simple=True, separator='/').split('/')
-    owner = names[-2] if names[-1] == 'w' else names[-1]
-    if owner not in LOOP_LAYOUT:
-      continue
-    spec = tuple(spec)
-    lead = [i for i, a in enumerate(spec) if a == axes.LAYERS]
-    first = [spec.index(a) for a in LOOP_LAYOUT[owner]]
-    perm = (*lead, *first, *[i for i in range(len(spec)) if i not in lead + first])
-    if perm != tuple(range(len(spec))):
-      perms['/'.join(names)] = perm
+  for name, spec in specs.items():
+    if _owner(name) in LOOP_LAYOUT:
+      first = [spec.index(a) for a in LOOP_LAYOUT[_owner(name)]]
+      perm = (*first, *[i for i in range(len(spec)) if i not in first])
+      if perm != tuple(range(len(spec))):
+        perms[name] = perm
   return perms
 
 
 def _permute(model: gemma.Transformer, params: Any, inverse: bool = False) -> Any:
-  """`params` in the decode loop's layout (`LOOP_LAYOUT`), or back."""
+  """`params` in the decode loop's layout (`LOOP_LAYOUT`), or back.
+
+  The permuted weights pass an optimization barrier, so that XLA does not
+  cancel the permutation with its inverse inside the loop (and copy there
+  again); the inverse is a transpose XLA folds into the dot.
+  """
   perms = _loop_perms(model)
-
-  def one(path, x):
-    perm = perms.get(jax.tree_util.keystr(path, simple=True, separator='/'))
-    if perm is None:
-      return x
-    return jnp.transpose(x, np.argsort(perm) if inverse else perm)
-
-  return jax.tree_util.tree_map_with_path(one, params)
+  if not perms:
+    return params
+  flat = traverse_util.flatten_dict(params, sep='/')
+  if missing := sorted(set(perms) - set(flat)):
+    raise ValueError(f'decode: the params have no {missing[0]} (and '
+                     f'{len(missing) - 1} more): unboxed model params expected.')
+  for name, perm in perms.items():
+    if inverse:
+      flat[name] = jnp.transpose(flat[name], np.argsort(perm))
+    else:
+      flat[name] = jax.lax.optimization_barrier(jnp.transpose(flat[name], perm))
+  return traverse_util.unflatten_dict(flat, sep='/')
 
 
 @functools.partial(jax.jit, static_argnums=0, donate_argnums=6)
@@ -210,9 +225,7 @@ def _decode(model: gemma.Transformer, params, shared, cache, last_BD,
   b = last_BD.shape[0]
   n = cache['mask'].shape[1]  # The cache length (>= the new tokens).
   logits_BV = model.apply({'params': params}, last_BD, method=model.logits)
-  # Permuted back inside the loop; the barrier keeps XLA from cancelling the
-  # two permutations (and copying inside the loop again).
-  moved = jax.lax.optimization_barrier(_permute(model, params))
+  moved = _permute(model, params)  # Permuted back inside the loop.
 
   def cond(state):
     step, _, _, _, done_B, _ = state

@@ -4,6 +4,8 @@ and (real_model) against transformers' greedy `generate`."""
 import copy
 import dataclasses
 import functools
+import re
+from unittest import mock
 
 from flax import linen as nn
 from flax import traverse_util
@@ -15,7 +17,9 @@ import pytest
 from icl_iwl import decode
 from icl_iwl import runtime
 from icl_iwl.data import tokenizer
+from icl_iwl.model import cache as cache_lib
 from icl_iwl.model import gemma
+from icl_iwl.model import lora as lora_lib
 from icl_iwl.model import presets
 from icl_iwl.sharding import mesh as mesh_lib
 from icl_iwl.sharding import rules as rules_lib
@@ -107,43 +111,96 @@ def test_greedy_equals_step_by_step_argmax_over_full_forward_passes(variant, pre
     assert completion == _text(tok, want), prompt
 
 
-@pytest.mark.unit
-@pytest.mark.parametrize('variant, scan_layers', [
-    ('gemma3', False), ('gemma3', True), ('gemma2', False), ('gemma1', False)])
-def test_the_decode_loop_gets_each_weight_in_its_loop_layout(variant, scan_layers):
+def _tiny_model(variant: str, **kwargs) -> gemma.Transformer:
   config = dataclasses.replace(presets.get('tiny'), **_VARIANTS[variant])
-  model = gemma.Transformer(config, scan_layers=scan_layers)
-  shapes = traverse_util.flatten_dict(nn.unbox(gemma.abstract_params(model)), sep='/')
-  moved = traverse_util.flatten_dict(jax.eval_shape(
-      lambda p: decode._permute(model, p),  # pylint: disable=protected-access
-      traverse_util.unflatten_dict(shapes, sep='/')), sep='/')
-  # The axis that leads in the loop, by its size (unique in the tiny model).
-  leading = {'q_einsum': config.embed_dim, 'kv_einsum': config.embed_dim,
-             'qkv_einsum': config.embed_dim, 'gating_einsum': config.embed_dim,
-             'attn_vec_einsum': config.head_dim}
-  lead, owners = int(scan_layers), []
+  return gemma.Transformer(config, **kwargs)
+
+
+def _param_shapes(model: gemma.Transformer) -> dict[str, jax.ShapeDtypeStruct]:
+  return traverse_util.flatten_dict(nn.unbox(gemma.abstract_params(model)), sep='/')
+
+
+@pytest.mark.unit
+@pytest.mark.parametrize('variant, lora', [
+    ('gemma3', False), ('gemma3', True), ('gemma2', False), ('gemma1', False)])
+def test_the_decode_loop_gets_each_weight_in_its_loop_layout(variant, lora):
+  model = _tiny_model(variant, lora=lora_lib.LoraConfig(rank=4) if lora else None)
+  config = model.config
+  shapes = _param_shapes(model)
+  # Each weight's axis that leads in the loop, by its size (unique in the
+  # tiny model); LoRA factors keep their layout.
+  leading = {'q_einsum/w': config.embed_dim, 'kv_einsum/w': config.embed_dim,
+             'qkv_einsum/w': config.embed_dim, 'gating_einsum': config.embed_dim,
+             'attn_vec_einsum/w': config.head_dim}
+  values, want, owners = {}, {}, []
   for name, s in shapes.items():
-    owner = name.split('/')[-2] if name.endswith('/w') else name.split('/')[-1]
+    x = np.arange(np.prod(s.shape), dtype=np.float32).reshape(s.shape)
+    values[name], want[name] = x, x
+    owner = next((o for o in leading if name.endswith('/' + o)), None)
     axis = [i for i, n in enumerate(s.shape) if n == leading.get(owner)]
-    if owner in leading and axis != [lead]:
+    if owner and axis != [0]:
+      want[name] = np.moveaxis(x, axis[0], 0)
       owners.append(owner)
-      want = np.moveaxis(np.empty(s.shape, np.int8), axis[0], lead).shape
-      assert moved[name].shape == want, name
-      x = np.arange(np.prod(s.shape), dtype=np.float32).reshape(s.shape)
-      tree = traverse_util.unflatten_dict({name: x}, sep='/')
-      there = decode._permute(model, tree)  # pylint: disable=protected-access
-      np.testing.assert_array_equal(
-          traverse_util.flatten_dict(there, sep='/')[name],
-          np.moveaxis(x, axis[0], lead))
-      back = decode._permute(model, there, inverse=True)  # pylint: disable=protected-access
-      np.testing.assert_array_equal(traverse_util.flatten_dict(back, sep='/')[name], x)
-    else:
-      assert moved[name].shape == s.shape, name
-  layers = 1 if scan_layers else config.num_layers
-  projections = (['qkv_einsum'] if 'qkv_einsum' in owners
-                 else ['q_einsum', 'kv_einsum'])
+  there = decode._permute(model, traverse_util.unflatten_dict(values, sep='/'))  # pylint: disable=protected-access
+  for name, x in traverse_util.flatten_dict(there, sep='/').items():
+    np.testing.assert_array_equal(x, want[name], err_msg=name)
+  back = decode._permute(model, there, inverse=True)  # pylint: disable=protected-access
+  for name, x in traverse_util.flatten_dict(back, sep='/').items():
+    np.testing.assert_array_equal(x, values[name], err_msg=name)
+  projections = ['qkv_einsum/w'] if 'qkv_einsum/w' in owners else ['q_einsum/w', 'kv_einsum/w']
   assert sorted(owners) == sorted(
-      layers * [*projections, 'gating_einsum', 'attn_vec_einsum'])
+      config.num_layers * [*projections, 'gating_einsum', 'attn_vec_einsum/w'])
+  # A scanned model keeps its layout (see decode._loop_perms).
+  assert not decode._loop_perms(_tiny_model(variant, scan_layers=True))  # pylint: disable=protected-access
+
+
+def _dims(shape) -> tuple[int, ...]:
+  """A shape's dims other than 1, sorted: the same for any transpose of it
+  (and for a weight whose heads axis of size 1 was squeezed out)."""
+  return tuple(sorted(d for d in shape if d != 1))
+
+
+def _copied_shapes(hlo: str) -> list[tuple[int, ...]]:
+  """`_dims` of the copies and transposes in the while loop bodies of
+  compiled HLO text, the computations they call included."""
+  comps, name = {}, None
+  for line in hlo.splitlines():
+    if line and not line.startswith(' ') and '{' in line:
+      name = line.split()[1 if line.startswith('ENTRY') else 0].lstrip('%')
+      comps[name] = []
+    elif name:
+      comps[name].append(line)
+  todo, seen = re.findall(r'while\(.*?body=%?([\w.\-]+)', hlo), set()
+  while todo:
+    if (c := todo.pop()) not in seen and c in comps:
+      seen.add(c)
+      todo += [x for line in comps[c] for x in re.findall(r'calls=%?([\w.\-]+)', line)]
+  return [_dims(int(d) for d in m.group(1).split(',') if d)
+          for c in seen for line in comps[c]
+          if (m := re.search(r'= \w+\[([\d,]*)\]\S* (?:copy|transpose)\(', line))]
+
+
+def test_the_compiled_decode_loop_copies_no_weight():
+  model = _tiny_model('gemma3')
+  params = nn.unbox(gemma.abstract_params(model))
+  b, slots = 8, 24
+  cache = jax.eval_shape(lambda: cache_lib.init(model.config, b, slots))
+  spec = jax.ShapeDtypeStruct
+  args = (model, params, (), cache, spec((b, model.config.embed_dim), jnp.float32),
+          spec((b,), jnp.int32), spec((b,), jnp.uint32), spec((), jnp.int32),
+          spec((), jnp.int32), spec((model.config.vocab_size,), bool),
+          spec((), jnp.int32))
+  def compiled():
+    decode._decode.clear_cache()  # pylint: disable=protected-access
+    return decode._decode.lower(  # pylint: disable=protected-access
+        *args, options=decode.Options()).compile().as_text()
+
+  weights = {_dims(s.shape) for name, s in _param_shapes(model).items()
+             if name.startswith('layer_0/') and len(s.shape) > 1}
+  assert not weights & set(_copied_shapes(compiled()))
+  # Without the permutation the loop copies them (the test can fail).
+  with mock.patch.object(decode, '_permute', lambda model, params, inverse=False: params):
+    assert weights & set(_copied_shapes(compiled()))
 
 
 def test_a_request_samples_the_same_whatever_its_batch_and_position():
