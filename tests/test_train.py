@@ -2,6 +2,7 @@
 
 import os
 import pathlib
+import shutil
 import signal
 import socket
 import subprocess
@@ -13,8 +14,11 @@ import numpy as np
 import pytest
 
 from icl_iwl import config_lib
+from icl_iwl import errors
 from icl_iwl.checkpoints import manager
 from icl_iwl.checkpoints.params import CheckpointError
+from icl_iwl.model import gemma
+from icl_iwl.model import presets
 from icl_iwl.train import loop
 from icl_iwl.train import metrics
 
@@ -221,3 +225,30 @@ def test_ictrain_with_embedding_similarity_trains(tmp_path, monkeypatch):
   assert np.isfinite(last['train/loss'])
   assert 0 < last['train/target_tokens'] < 8 * 256 / 4  # Targets only.
   assert len(list((tmp_path / 'cache' / 'embeddings').glob('*.npy'))) == 1
+
+
+@pytest.mark.unit
+def test_a_run_the_disk_cannot_hold_is_refused_before_the_model_loads(tmp_path, monkeypatch):
+  config = _config(steps=4)
+  config.checkpoint.update(every=2, keep=2)  # Saves at steps 2 and 4.
+  model = gemma.Transformer(presets.get(config.model.preset))
+  params = sum(x.size for x in jax.tree.leaves(gemma.abstract_params(model)))
+  checkpoint = 3 * 4 * params  # f32 params, AdamW's mu and nu (+ a few counters).
+  free = {}
+  monkeypatch.setattr(loop.shutil, 'disk_usage',
+                      lambda path: shutil._ntuple_diskusage(0, 0, free['bytes']))  # pylint: disable=protected-access
+  def no_load(config):
+    raise AssertionError('the model was loaded')
+  monkeypatch.setattr(loop.runtime, 'load_host', no_load)
+  free['bytes'] = 2 * checkpoint - 1
+  with pytest.raises(errors.UserError, match=r'GB free; this run writes 2 more checkpoint\(s\)'):
+    loop.train(config, tmp_path)
+  free['bytes'] = 2 * checkpoint + 1024
+  loop.check_disk(config, tmp_path)
+  # Resuming after step 2 writes one more.
+  (tmp_path / 'checkpoints' / '2').mkdir(parents=True)
+  free['bytes'] = checkpoint - 1
+  with pytest.raises(errors.UserError, match=r'writes 1 more checkpoint'):
+    loop.check_disk(config, tmp_path)
+  free['bytes'] = checkpoint + 1024
+  loop.check_disk(config, tmp_path)

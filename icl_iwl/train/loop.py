@@ -15,6 +15,7 @@ Restarting with the same workdir resumes bit-exactly.
 """
 
 import pathlib
+import shutil
 import signal
 import time
 from typing import Any
@@ -27,6 +28,7 @@ import numpy as np
 import tqdm
 
 from icl_iwl import config_lib
+from icl_iwl import errors
 from icl_iwl import runtime
 from icl_iwl.augment import mixture
 from icl_iwl.checkpoints import manager
@@ -141,6 +143,36 @@ def _batches(config: ml_collections.ConfigDict, tok, embed: Any = None) -> Any:
                                jax.process_count()))
 
 
+def check_disk(config: ml_collections.ConfigDict, workdir: pathlib.Path) -> None:
+  """Refuses a run whose checkpoints the workdir's disk cannot hold, before
+  any model loads (else the first save fails on a full disk, minutes in).
+
+  The run still writes a checkpoint every `checkpoint.every` steps and at
+  its last step; it keeps `checkpoint.keep` of them, writing the next before
+  it deletes the oldest.
+
+  Raises:
+    errors.UserError: naming the free and the needed space.
+  """
+  directory = workdir / 'checkpoints'
+  steps = sorted(int(p.name) for p in directory.glob('*') if p.name.isdigit())
+  start, last, every = (steps[-1] if steps else 0), config.train.steps, config.checkpoint.every
+  saves = sum(1 for s in range(start + 1, last + 1) if s % every == 0 or s == last)
+  keep = config.checkpoint.keep
+  count = min(saves, keep + 1 - min(len(steps), keep))
+  if not count:
+    return
+  state = runtime.trainer(config, runtime.abstract(config)).abstract_state
+  size = sum(x.size * x.dtype.itemsize for x in jax.tree.leaves(state))
+  free = shutil.disk_usage(workdir).free
+  if free < count * size:
+    raise errors.UserError(
+        f'{workdir} is on a disk with {free / 1e9:.1f} GB free; this run writes '
+        f'{count} more checkpoint(s) of {size / 1e9:.2f} GB there '
+        f'({count * size / 1e9:.1f} GB): free space, lower checkpoint.keep or '
+        'use another --workdir.')
+
+
 def train(config: ml_collections.ConfigDict, workdir: pathlib.Path) -> dict[str, float]:
   """Runs (or resumes) fine-tuning; returns the last logged metrics.
 
@@ -150,6 +182,7 @@ def train(config: ml_collections.ConfigDict, workdir: pathlib.Path) -> dict[str,
   """
   tc = config.train
   # 1. Setup.
+  check_disk(config, workdir)
   rt, base = runtime.load_host(config)
   tr = runtime.trainer(config, rt)
   data = _batches(config, rt.tok, _embedder(config, rt, base))
