@@ -245,6 +245,7 @@ def test_a_run_the_disk_cannot_hold_is_refused_before_the_model_loads(tmp_path, 
     loop.train(config, tmp_path)
   free['bytes'] = 2 * checkpoint + 1024
   loop.check_disk(config, tmp_path)
+  loop.check_disk(config, tmp_path / 'not' / 'made' / 'yet')  # Its disk: tmp_path's.
   # Resuming after step 2 writes one more.
   (tmp_path / 'checkpoints' / '2').mkdir(parents=True)
   free['bytes'] = checkpoint - 1

@@ -164,7 +164,8 @@ def check_disk(config: ml_collections.ConfigDict, workdir: pathlib.Path) -> None
     return
   state = runtime.trainer(config, runtime.abstract(config)).abstract_state
   size = sum(x.size * x.dtype.itemsize for x in jax.tree.leaves(state))
-  free = shutil.disk_usage(workdir).free
+  existing = next(p for p in (workdir, *workdir.parents) if p.exists())
+  free = shutil.disk_usage(existing).free
   if free < count * size:
     raise errors.UserError(
         f'{workdir} is on a disk with {free / 1e9:.1f} GB free; this run writes '
