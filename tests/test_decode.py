@@ -254,6 +254,12 @@ def test_sample_filters_against_a_direct_computation():
   hot = np.exp(np.log([0.5, 0.3, 0.15, 0.05]) / 2)
   np.testing.assert_allclose(counts(decode.Options(temperature=2.0))[0],
                              hot / hot.sum(), atol=0.03)
+  # Greedy: the first index of the maximum, as numpy's argmax, ties included.
+  ties = np.array([[1.0, 3.0, 3.0, -np.inf], [2.0, -1.0, 0.5, 2.0],
+                   [-np.inf, -np.inf, -5.0, -np.inf]], np.float32)
+  np.testing.assert_array_equal(
+      decode.sample(jnp.asarray(ties), jnp.zeros(3, jnp.uint32), 0, decode.Options()),
+      np.argmax(ties, axis=-1))
 
 
 def test_stop_strings_cut_before_their_first_occurrence():
