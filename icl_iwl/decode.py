@@ -90,10 +90,12 @@ def sample(logits_BV: jax.Array, seeds_B: jax.Array, step: jax.Array,
   on its own logits, seed and step.
   """
   if options.temperature == 0:
-    # argmax's first index of the maximum, found as a max, then a search:
-    # XLA:CPU's one-pass argmax over [B, V] takes three times as long.
+    # argmax's index (the first maximum, or the first NaN), found as a max,
+    # then a search: XLA:CPU's one-pass argmax over [B, V] takes three times
+    # as long.
     max_B1 = jnp.max(logits_BV, axis=-1, keepdims=True)
-    return jnp.argmax(logits_BV == max_B1, axis=-1).astype(jnp.int32)
+    first_BV = (logits_BV == max_B1) | jnp.isnan(logits_BV)
+    return jnp.argmax(first_BV, axis=-1).astype(jnp.int32)
   logits_BV = logits_BV / options.temperature
   if options.top_k:
     kth_B1 = jax.lax.top_k(logits_BV, options.top_k)[0][:, -1:]

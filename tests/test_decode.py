@@ -254,12 +254,18 @@ def test_sample_filters_against_a_direct_computation():
   hot = np.exp(np.log([0.5, 0.3, 0.15, 0.05]) / 2)
   np.testing.assert_allclose(counts(decode.Options(temperature=2.0))[0],
                              hot / hot.sum(), atol=0.03)
-  # Greedy: the first index of the maximum, as numpy's argmax, ties included.
+  # Greedy: numpy's argmax (the first maximum, or the first NaN), on rows
+  # with ties, -inf and NaN, and on rows as wide as Gemma's vocabulary.
   ties = np.array([[1.0, 3.0, 3.0, -np.inf], [2.0, -1.0, 0.5, 2.0],
-                   [-np.inf, -np.inf, -5.0, -np.inf]], np.float32)
-  np.testing.assert_array_equal(
-      decode.sample(jnp.asarray(ties), jnp.zeros(3, jnp.uint32), 0, decode.Options()),
-      np.argmax(ties, axis=-1))
+                   [-np.inf, -np.inf, -5.0, -np.inf], [-np.inf] * 4,
+                   [1.0, np.nan, 5.0, np.nan]], np.float32)
+  wide = np.random.default_rng(0).normal(size=(2, 262144)).astype(np.float32)
+  wide[0, [7, 262140]] = wide[1, 262143] = 9.0
+  for logits in (ties, wide):
+    np.testing.assert_array_equal(
+        decode.sample(jnp.asarray(logits), jnp.zeros(len(logits), jnp.uint32), 0,
+                      decode.Options()),
+        np.argmax(logits, axis=-1))
 
 
 def test_stop_strings_cut_before_their_first_occurrence():
