@@ -48,10 +48,14 @@ _PROMPTS = (
 
 # One variant's runtime and two decoders at a time: each holds the tiny model's
 # params on the 8 devices (the 262k-row embedding: ~0.5 GB a copy).
+def _tiny_model(variant: str, **kwargs) -> gemma.Transformer:
+  config = dataclasses.replace(presets.get('tiny'), **_VARIANTS[variant])
+  return gemma.Transformer(config, **kwargs)
+
+
 @functools.lru_cache(maxsize=1)
 def _runtime(variant: str = 'gemma3') -> runtime.Runtime:
-  config = dataclasses.replace(presets.get('tiny'), **_VARIANTS[variant])
-  model = gemma.Transformer(config)
+  model = _tiny_model(variant)
 
   @jax.jit
   def init():
@@ -109,11 +113,6 @@ def test_greedy_equals_step_by_step_argmax_over_full_forward_passes(variant, pre
     want = _greedy_by_hand(_runtime(variant), prompt, prefix, n)
     assert len(set(want)) > 2, want  # A continuation worth comparing.
     assert completion == _text(tok, want), prompt
-
-
-def _tiny_model(variant: str, **kwargs) -> gemma.Transformer:
-  config = dataclasses.replace(presets.get('tiny'), **_VARIANTS[variant])
-  return gemma.Transformer(config, **kwargs)
 
 
 def _param_shapes(model: gemma.Transformer) -> dict[str, jax.ShapeDtypeStruct]:

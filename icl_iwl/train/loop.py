@@ -25,6 +25,7 @@ import jax
 from jax.experimental import multihost_utils
 import ml_collections
 import numpy as np
+import orbax.checkpoint as ocp
 import tqdm
 
 from icl_iwl import config_lib
@@ -154,8 +155,7 @@ def check_disk(config: ml_collections.ConfigDict, workdir: pathlib.Path) -> None
   Raises:
     errors.UserError: naming the free and the needed space.
   """
-  directory = workdir / 'checkpoints'
-  steps = sorted(int(p.name) for p in directory.glob('*') if p.name.isdigit())
+  steps = sorted(ocp.path.step.checkpoint_steps(workdir / 'checkpoints'))
   start, last, every = (steps[-1] if steps else 0), config.train.steps, config.checkpoint.every
   saves = sum(1 for s in range(start + 1, last + 1) if s % every == 0 or s == last)
   keep = config.checkpoint.keep
