@@ -17,10 +17,12 @@ fine-tuning trains on):
   ft_s<k>        full fine-tuning on the documents, seeds k = 0, 1, 2;
   lora_s<k>      LoRA rank 16, seeds k = 0, 1, 2;
 and with the word 'augmented' also
-  augment        local augmentation passes (rephrase, reverse, infer) by the
-                 pretrained model (configs/augment.py), with the words
-                 'global' and 'split' also those passes, then
-  aug_s<k>       full fine-tuning on the documents plus what it generated.
+  augment        augmentation passes by the pretrained model
+                 (configs/augment.py): those the words 'local' (rephrase,
+                 reverse, infer), 'global' (inferences with the training set
+                 in context) and 'split' (every document's sentences) name,
+                 'local' when none is named, then
+  aug_s<k>       full fine-tuning on the documents plus what they wrote.
 Each trained run's probes are scored halfway and at the end.
 
 Budget on a 2-core Xeon (embedded 270M, float32; docs/results.md): a full
@@ -53,12 +55,14 @@ _STEPS = {
 def get_config(arg: str | None = None):
   a = config_lib.parse_arg(arg, {'dataset': config_lib.DATASET_WORDS},
                            dataset='reversals', augmented=False, tiny=False,
-                           small=False, **{'global': False, 'split': False})
-  groups = ['local'] + [g for g in ('global', 'split') if a[g]]
-  if len(groups) > 1 and not a.augmented:
+                           small=False, local=False, split=False,
+                           **{'global': False})
+  groups = [g for g in config_lib.AUGMENT_GROUPS if a[g]]
+  if groups and not a.augmented:
     raise config_lib.ConfigError(
-        f"Config arg {arg!r}: 'global' and 'split' choose the passes of "
-        "augmented fine-tuning; add the word 'augmented'.")
+        f"Config arg {arg!r}: 'local', 'global' and 'split' choose the passes "
+        "of augmented fine-tuning; add the word 'augmented'.")
+  groups = groups or ['local']
   tiny = ',tiny' if a.tiny else ''
   size = 'small' if a.tiny or a.small else 'medium'
   if a.small and not a.tiny and a.dataset not in _STEPS['small']:

@@ -189,7 +189,8 @@ _WORDS = {
                    for w in ('', ',local', ',global', ',split', ',tiny')],
     'lampinen.py': [f'{d}{w}' for d in datasets.names() if d != 'ictrain'
                     for w in ('', ',augmented', ',tiny', ',augmented,tiny',
-                              ',augmented,global,split')]
+                              ',augmented,local,global,split', ',augmented,global',
+                              ',augmented,split')]
                    + ['semantic,small', 'semantic,small,augmented,global'],
     'experiment.py': [f'{d}{w}' for d in datasets.names() for w in ('', ',tiny', ',full')],
     'eval_icl.py': [f'{d}{t}' for d in datasets.names() for t in ('', ',tiny')],
@@ -263,13 +264,21 @@ def test_an_experiment_runs_stages_it_has_each_once(order, wrong):
   config_lib.validate(config, num_devices=8)
 
 
-def test_augmented_fine_tuning_trains_on_the_passes_its_words_name():
-  config = config_lib.load_file(f'{_CONFIGS / "lampinen.py"}:reversals,augmented,split')
-  assert config.stages.augment.augment.passes == 'rephrase,reverse,infer,sentences'
-  assert config.stages.augment.augment.output == 'augment_reversals_local_split_medium'
+@pytest.mark.parametrize('words, passes, name', [
+    ('', 'rephrase,reverse,infer', 'local'),
+    (',split,local', 'rephrase,reverse,infer,sentences', 'local_split'),
+    (',global', 'global', 'global'),
+    (',split', 'sentences', 'split')])
+def test_augmented_fine_tuning_trains_on_the_passes_its_words_name(words, passes, name):
+  config = config_lib.load_file(f'{_CONFIGS / "lampinen.py"}:reversals,augmented{words}')
+  assert config.stages.augment.augment.passes == passes
+  assert config.stages.augment.augment.output == f'augment_reversals_{name}_medium'
   assert config.stages.aug_s2.data.sources == (
-      'original:1,jsonl/augment_reversals_local_split_medium:1')
-  assert config.stages.aug_s2.label == 'augmented FT (local, split)'
+      f'original:1,jsonl/augment_reversals_{name}_medium:1')
+  assert config.stages.aug_s2.label == f'augmented FT ({name.replace("_", ", ")})'
+
+
+def test_the_pass_words_need_the_augmented_word():
   with pytest.raises(config_lib.ConfigError, match="add the word 'augmented'"):
     config_lib.load_file(f'{_CONFIGS / "lampinen.py"}:reversals,global')
 
