@@ -31,8 +31,12 @@ near-ties can break differently).
 
 Memory bandwidth (short): a decode step of `--batch` rows reads every weight once
 (the float32 embedding table alone is 0.67 GB for the logits), so the
-machine's memory bandwidth bounds how fast either side can decode.
-`bandwidth` in the JSON:
+machine's memory bandwidth bounds how fast either side can decode. Ours
+reads the table through its bfloat16 copy in greedy steps (decode.py:
+`greedy_screened`; the tokens are float32 argmax's), and the table too in
+the steps that projected every token (`full_projection_steps`, a share).
+`bandwidth` in the JSON: `weights_gb` (every weight, float32) and
+`ours_step_gb` (what our average step reads),
 `read_gb_s` the rate at which this machine reads the table in the step's
 own largest matmul (the logits of --batch rows, jitted, best of 5), and
 each side's weight bytes per new token times its new tokens per second
@@ -170,16 +174,21 @@ def _case(name: str, decoder: decode.Decoder, torch_model, prompts: list[str],
   }
 
 
-def _bandwidth(rt: runtime.Runtime, result: dict) -> dict:
+def _bandwidth(rt: runtime.Runtime, decoder: decode.Decoder, result: dict) -> dict:
   """Weight bytes a decode step reads, and the rates (see the module doc)."""
   table = rt.params['embedder']['input_embedding']
   h = jnp.ones((result['ours_batch'], table.shape[1]), table.dtype)
   logits = jax.jit(lambda h, t: jnp.einsum('BD,VD->BV', h, t))
   gb = sum(x.nbytes for x in jax.tree.leaves(rt.params)) / 1e9
   read = table.nbytes / 1e9 / mfu.best_seconds(lambda: logits(h, table), 5)
-  # A step reads every weight once and makes one token per row.
-  ours, ref = gb / result['ours_batch'], gb / result['ref_batch']
-  return {'weights_gb': round(gb, 3), 'read_gb_s': round(read, 2),
+  # A step reads every weight once and makes one token per row; a screened
+  # greedy step reads the table's bfloat16 copy instead, and the table too
+  # when it projects every token.
+  full = decoder.steps['full'] / max(decoder.steps['all'], 1)
+  screened = gb - table.nbytes / 1e9 * (0.5 - full)
+  ours, ref = screened / result['ours_batch'], gb / result['ref_batch']
+  return {'weights_gb': round(gb, 3), 'ours_step_gb': round(screened, 3),
+          'full_projection_steps': round(full, 4), 'read_gb_s': round(read, 2),
           'ours_gb_s': round(result['ours_tok_s'] * ours, 2),
           'ref_gb_s': round(result['ref_tok_s'] * ref, 2),
           'ratio_at_read_gb_s': round(read / ours / result['ref_tok_s'], 3)}
@@ -200,7 +209,7 @@ def main(argv):
       decoder = runtime.decoder(config, rt, batch_size=_BATCH.value)
       result = _case(name, decoder, torch_model, prompts, '', prompts,
                      _BATCH.value, _REPEATS.value)
-      result['bandwidth'] = _bandwidth(rt, result)
+      result['bandwidth'] = _bandwidth(rt, decoder, result)
     elif name == 'shared':
       context = _context(tok, documents, _CONTEXT_TOKENS.value)
       rest = documents[len(context.split(eval_options.IclConfig().separator)):]

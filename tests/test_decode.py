@@ -188,7 +188,8 @@ def test_the_compiled_decode_loop_copies_no_weight():
   args = (model, params, (), cache, spec((b, model.config.embed_dim), jnp.float32),
           spec((b,), jnp.int32), spec((b,), jnp.uint32), spec((), jnp.int32),
           spec((), jnp.int32), spec((model.config.vocab_size,), bool),
-          spec((), jnp.int32))
+          spec((), jnp.int32),
+          jax.eval_shape(decode.screen, params['embedder']['input_embedding']))
   def compiled():
     decode._decode.clear_cache()  # pylint: disable=protected-access
     return decode._decode.lower(  # pylint: disable=protected-access
@@ -265,6 +266,61 @@ def test_sample_filters_against_a_direct_computation():
         decode.sample(jnp.asarray(logits), jnp.zeros(len(logits), jnp.uint32), 0,
                       decode.Options()),
         np.argmax(logits, axis=-1))
+
+
+def test_the_screened_greedy_pick_is_argmax_or_says_it_is_unproven():
+  rng = np.random.default_rng(0)
+  v, d = 4096, 64
+  table = rng.normal(size=(v, d)).astype(np.float32) * 0.05
+  table = np.asarray(jnp.asarray(table, jnp.bfloat16), np.float32)  # Exact in bf16.
+  h = rng.normal(size=(16, d)).astype(np.float32) * 3
+  # Row 0's best token hides among 40 near-copies of token 100 that bfloat16
+  # cannot tell apart (they differ in one coordinate by less than half its
+  # bfloat16 spacing, 2^-11 at 0.1875): the copy ties 41 tokens and keeps the
+  # first 32, while the float32 logits grow with the index (239 is argmax).
+  table[100, 0] = 0.1875
+  table[200:240] = table[100]
+  table[200:240, 0] += 1e-5 * np.arange(1, 41)
+  h[0] = 100 * table[100]
+  h[15] = np.nan
+  token, certain = decode.greedy_screened(jnp.asarray(h), jnp.asarray(table),
+                                          decode.screen(jnp.asarray(table)))
+  token, certain = np.asarray(token), np.asarray(certain)
+  want = np.argmax(h.astype(np.float64) @ table.T.astype(np.float64), axis=-1)
+  assert want[0] == 239 and token[0] != 239 and not certain[0]
+  assert not certain[15]
+  assert certain[1:15].all()
+  np.testing.assert_array_equal(token[1:15], want[1:15])
+
+
+def test_greedy_decoding_takes_the_screened_pick_and_projects_all_where_unproven():
+  decoder = _decoder()
+  options = decode.Options(max_new_tokens=8)
+  want = decoder.generate_ids(_PROMPTS, options)  # = step-by-step argmax (above)
+  zeros = lambda logits_BV, *args: jnp.zeros(logits_BV.shape[0], jnp.int32)  # noqa: E731
+  screened = decode.greedy_screened
+  unproven = lambda *args: (screened(*args)[0], jnp.zeros(8, bool))  # noqa: E731
+  def steps():
+    return dict(decoder.steps)
+
+  try:
+    decode._decode.clear_cache()  # pylint: disable=protected-access
+    with mock.patch.object(decode, 'sample', zeros):  # Every step proven.
+      before = steps()
+      assert decoder.generate_ids(_PROMPTS, options) == want
+      assert steps()['all'] > before['all'] and steps()['full'] == before['full']
+    decode._decode.clear_cache()  # pylint: disable=protected-access
+    with mock.patch.object(decode, 'greedy_screened', unproven):
+      before = steps()
+      assert decoder.generate_ids(_PROMPTS, options) == want
+      # One batch (5 prompts), 8 steps, each projecting every token.
+      assert (steps()['full'] - before['full'] == steps()['all'] - before['all']
+              == 8)
+      decode._decode.clear_cache()  # pylint: disable=protected-access
+      with mock.patch.object(decode, 'sample', zeros):  # (The test can fail.)
+        assert decoder.generate_ids(_PROMPTS, options) != want
+  finally:
+    decode._decode.clear_cache()  # pylint: disable=protected-access
 
 
 def test_stop_strings_cut_before_their_first_occurrence():
