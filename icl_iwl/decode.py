@@ -109,7 +109,9 @@ def sample(logits_BV: jax.Array, seeds_B: jax.Array, step: jax.Array,
     return jnp.argmax(first_BV, axis=-1).astype(jnp.int32)
   logits_BV = logits_BV / options.temperature
   if options.top_k:
-    kth_B1 = jax.lax.top_k(logits_BV, options.top_k)[0][:, -1:]
+    # (The barrier: see greedy_screened's top_k.)
+    kth_B1 = jax.lax.optimization_barrier(
+        jax.lax.top_k(logits_BV, options.top_k))[0][:, -1:]
     logits_BV = jnp.where(logits_BV < kth_B1, -jnp.inf, logits_BV)
   if options.top_p < 1:
     # Keep the most likely tokens whose mass before them is < top_p.
@@ -160,8 +162,9 @@ def greedy_screened(h_BD: jax.Array, table_VD: jax.Array, s: Screen
   h16_BD = h_BD.astype(jnp.bfloat16)
   approx_BV = jnp.einsum('BD,VD->BV', h16_BD, s.table_VD,
                          preferred_element_type=jnp.float32)
-  # The barrier keeps XLA:CPU's TopK call (~3 ms): without it, a top_k whose
-  # results feed other ops was compiled as a sort of every row (~450 ms).
+  # The barrier keeps XLA:CPU's TopK call (~3 ms at [8, 262144]): without
+  # it, a top_k whose results feed other ops was compiled as a sort of every
+  # row (~450 ms).
   approx_BP, index_BP = jax.lax.optimization_barrier(
       jax.lax.top_k(approx_BV, SCREEN))
   exact_BP = jnp.einsum('BD,BPD->BP', h_BD, table_VD[index_BP])
