@@ -30,6 +30,7 @@ from ml_collections import config_flags
 
 from icl_iwl import config_lib
 from icl_iwl import errors
+from icl_iwl import hostmem
 from icl_iwl import jobs
 from icl_iwl import paths
 from icl_iwl import runtime
@@ -121,4 +122,5 @@ def main(argv: list[str]) -> None:
 
 
 if __name__ == '__main__':
+  hostmem.restart_with_tunables()  # Before any model loads: see hostmem.py.
   app.run(errors.main_wrapper(main), flags_parser=_parse)
