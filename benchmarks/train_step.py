@@ -83,6 +83,13 @@ counted at the positions our step projects: all of them, or the gathered
 target slots), the peak being this CPU's measured matmul
 rate in the compute dtype (measured in our worker, nothing else running).
 
+Host memory: our worker starts with the glibc malloc tunables our jobs
+restart with (`icl_iwl/hostmem.py`: freed memory stays mapped, so a step
+does not page-fault its temporaries in anew), torch's with glibc's defaults
+(as a transformers user runs it) unless --torch_tunables;
+`*_glibc_tunables` and the minor page faults of each timed step
+(`*_page_faults`) are in the JSON.
+
 Checks (logged as errors; the numbers are still reported): the two sides get
 the same tokens; in float32 the first-step losses (before any update) agree
 within --f32_loss_tolerance; the loss decreases over the steps on each side.
@@ -105,6 +112,7 @@ from absl import logging
 import numpy as np
 
 import common  # benchmarks/common.py: a script's own directory is on sys.path.
+from icl_iwl import hostmem
 
 _BATCH = flags.DEFINE_integer('batch', 8, 'Sequences per step (B).')
 _LENGTH = flags.DEFINE_integer('length', 128, 'Tokens per sequence (L).')
@@ -137,6 +145,9 @@ _PAUSE = flags.DEFINE_float(
 _TORCH_ADAMW = flags.DEFINE_enum(
     'torch_adamw', 'fused', ['fused', 'foreach', 'for_loop'],
     'torch.optim.AdamW implementation (fused: its fastest CPU kernel).')
+_TORCH_TUNABLES = flags.DEFINE_bool(
+    'torch_tunables', False,
+    "Run torch's worker with our glibc malloc tunables too (hostmem.py).")
 _F32_LOSS_TOLERANCE = flags.DEFINE_float(
     'f32_loss_tolerance', 1e-3,
     'Max |first-step loss diff| allowed between ours and torch in float32.')
@@ -379,9 +390,11 @@ def _worker(side: str, dtype: str) -> None:
   for line in iter(sys.stdin.readline, ''):
     command = line.strip()
     if command == 'step':
+      faults = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
       start = time.perf_counter()
       loss = step()
-      send(event='step', seconds=time.perf_counter() - start, loss=loss)
+      send(event='step', seconds=time.perf_counter() - start, loss=loss,
+           page_faults=resource.getrusage(resource.RUSAGE_SELF).ru_minflt - faults)
     elif command == 'finish':
       steps_peak = (_vm_hwm_bytes() if reset else None) or _process_peak_bytes()
       send(event='done', steps_peak_bytes=steps_peak,
@@ -407,8 +420,14 @@ class _Worker:
             f'--target_fraction={_TARGET_FRACTION.value}',
             f'--torch_adamw={_TORCH_ADAMW.value}',
             f'--hparams={json.dumps(hparams)}']
-    logging.info('starting %s', ' '.join(argv[1:]))
-    self.proc = subprocess.Popen(argv, stdin=subprocess.PIPE,
+    # Ours runs with the malloc tunables our jobs restart with (hostmem.py);
+    # torch with glibc's defaults unless --torch_tunables.
+    tuned = side == 'ours' or _TORCH_TUNABLES.value
+    env = hostmem.environ() if tuned else os.environ
+    self.glibc_tunables = env.get('GLIBC_TUNABLES')
+    logging.info('starting %s (GLIBC_TUNABLES=%s)', ' '.join(argv[1:]),
+                 self.glibc_tunables)
+    self.proc = subprocess.Popen(argv, stdin=subprocess.PIPE, env=env,
                                  stdout=subprocess.PIPE, text=True, bufsize=1)
     self.ready = self._receive('ready')
 
@@ -491,6 +510,7 @@ def _compare(dtype: str) -> dict[str, Any]:
       w.kill()
 
   ours, torch_ = workers['ours'].ready, workers['torch'].ready
+  tunables = {side: w.glibc_tunables for side, w in workers.items()}
   if (ours['tokens_sum'], ours['mask_sum']) != (torch_['tokens_sum'],
                                                 torch_['mask_sum']):
     logging.error('%s: the two sides trained on different tokens', dtype)
@@ -553,6 +573,10 @@ def _compare(dtype: str) -> dict[str, Any]:
       'torch_dtype': _side_dtype('torch', dtype),
       'torch_autocast': _side_dtype('torch', dtype) == 'bfloat16',
       'alternated': _ALTERNATE.value,
+      'ours_page_faults': [s['page_faults'] for s in timed['ours']],
+      'torch_page_faults': [s['page_faults'] for s in timed['torch']],
+      'ours_glibc_tunables': tunables['ours'],
+      'torch_glibc_tunables': tunables['torch'],
   }
   logging.info('%s: %s', dtype, json.dumps(result))
   return result

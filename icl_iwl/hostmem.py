@@ -44,10 +44,11 @@ def active() -> bool:
 
 def restart_with_tunables() -> None:
   """Replaces this process by the same command with `TUNABLES` (see the
-  module doc), unless it has them, is not glibc's, or ICL_IWL_MALLOC=system."""
-  if (active() or os.environ.get(ENV) == 'system'
-      or platform.libc_ver()[0] != 'glibc'):
+  module doc), unless it has them, is not glibc's, or ICL_IWL_MALLOC is set
+  ('system'; 'restarted' by the restart itself, so it happens once)."""
+  if active() or ENV in os.environ or platform.libc_ver()[0] != 'glibc':
     return
   sys.stdout.flush()
   sys.stderr.flush()
-  os.execve(sys.executable, [sys.executable, *sys.orig_argv[1:]], environ())
+  os.execve(sys.executable, [sys.executable, *sys.orig_argv[1:]],
+            dict(environ(), **{ENV: 'restarted'}))
