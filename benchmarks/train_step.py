@@ -423,7 +423,7 @@ class _Worker:
     # Ours runs with the malloc tunables our jobs restart with (hostmem.py);
     # torch with glibc's defaults unless --torch_tunables.
     tuned = side == 'ours' or _TORCH_TUNABLES.value
-    env = hostmem.environ() if tuned else os.environ
+    env = hostmem.environ() if tuned else hostmem.without()
     self.glibc_tunables = env.get('GLIBC_TUNABLES')
     logging.info('starting %s (GLIBC_TUNABLES=%s)', ' '.join(argv[1:]),
                  self.glibc_tunables)

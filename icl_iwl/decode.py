@@ -29,13 +29,14 @@ How it works:
     i with `fold_in(key(seeds[r]), i)`, so a request's completion does not
     depend on the other requests of the call or on its position;
   * a greedy step of a float32 model reads the output table (for the 270M
-    0.67 of the 1.07 GB a step reads) through a bfloat16 copy of it: every
-    token is scored with the copy, the `SCREEN` best are scored exactly in
-    float32, and the best of those is taken when a bound on the copy's error
-    proves no other token's float32 logit can reach it (`greedy_screened`);
-    a step where some row is left unproven projects every token in float32.
-    The tokens are those of argmax over the float32 logits, in half the
-    output table's reads;
+    0.67 of the 1.07 GB a step reads) through a bfloat16 copy of it, kept
+    by the decoder (0.34 GB): every token is scored with the copy, the
+    `SCREEN` best are scored exactly in float32, and the best of those is
+    taken when a bound on the copy's error proves no other token's float32
+    logit can reach it (`greedy_screened`); a step where some running row is
+    left unproven projects every token in float32. The tokens are argmax's
+    over the float32 logits (up to the rounding in which two ways of
+    computing a float32 dot product differ), in half the table's reads;
   * rows are sharded over the mesh's batch axes; the prefix memory is
     replicated.
 """
@@ -134,7 +135,7 @@ class Screen(NamedTuple):
 
 
 @jax.jit
-def screen(table_VD: jax.Array) -> Screen:
+def make_screen(table_VD: jax.Array) -> Screen:
   """The `Screen` of a float32 [V, D] output table."""
   copy_VD = table_VD.astype(jnp.bfloat16)
   wide_VD = copy_VD.astype(jnp.float32)
@@ -142,49 +143,59 @@ def screen(table_VD: jax.Array) -> Screen:
                 jnp.max(jnp.maximum(jnp.abs(table_VD), jnp.abs(wide_VD)), axis=0))
 
 
-def greedy_screened(h_BD: jax.Array, table_VD: jax.Array, s: Screen
-                    ) -> tuple[jax.Array, jax.Array]:
-  """argmax of the float32 logits h_BD @ table_VD.T, reading `s.table_VD`.
+_EXACT = jax.lax.Precision.HIGHEST  # float32 dots also where the default is not.
 
-  Every token is scored with the bfloat16 copy (h rounded to bfloat16 too),
-  the `SCREEN` best are scored in float32, and the best of those (the first
-  on a tie) is row b's token. It is argmax's (up to the float32 rounding in
-  which any two ways of computing a dot product differ) when `certain_B[b]`:
-  a token t outside the candidates has
-    exact_t <= approx_t + bound <= approx_(SCREEN-th) + bound < best,
-  with bound = sum_D |h| error + |h - bf16(h)| scale (the rounding of both
-  operands), plus 2^-13 sum_D |h| scale for the accumulation of both dots
-  in float32 (640 terms: under 2^-14 each).
+
+def greedy_screened(h_BD: jax.Array, table_VD: jax.Array, screen: Screen
+                    ) -> tuple[jax.Array, jax.Array]:
+  """argmax of the float32 logits h_BD @ table_VD.T, reading `screen`'s copy.
+
+  Every token is scored with the bfloat16 copy (h rounded to bfloat16 too,
+  products accumulated in float32), the `SCREEN` best are scored in float32,
+  and the best of those (the first on a tie) is row b's token. It is
+  argmax's (up to the float32 rounding in which any two ways of computing a
+  dot product differ) when `certain_B[b]`: a token t outside the candidates
+  has exact_t <= approx_t + bound <= approx_(SCREEN-th) + bound < best, with
+    bound = sum_D |h| error + |h - bf16(h)| scale     (both operands' rounding)
+          + 2.02 g sum_D |h| scale                     (both dots' accumulation)
+  where g = D u / (1 - D u), u = 2^-24, bounds the relative error of a
+  float32 sum of D terms (and 2.02 covers |bf16(h)| <= (1 + 2^-8) |h|).
 
   Returns:
     ([B] int32 tokens, [B] bool certain); a NaN in h leaves its row unproven.
   """
+  d = h_BD.shape[-1]
   h16_BD = h_BD.astype(jnp.bfloat16)
-  approx_BV = jnp.einsum('BD,VD->BV', h16_BD, s.table_VD,
+  approx_BV = jnp.einsum('BD,VD->BV', h16_BD, screen.table_VD,
                          preferred_element_type=jnp.float32)
   # The barrier keeps XLA:CPU's TopK call (~3 ms at [8, 262144]): without
   # it, a top_k whose results feed other ops was compiled as a sort of every
   # row (~450 ms).
   approx_BP, index_BP = jax.lax.optimization_barrier(
       jax.lax.top_k(approx_BV, SCREEN))
-  exact_BP = jnp.einsum('BD,BPD->BP', h_BD, table_VD[index_BP])
+  exact_BP = jnp.einsum('BD,BPD->BP', h_BD, table_VD[index_BP], precision=_EXACT)
   best_B1 = jnp.max(exact_BP, axis=-1, keepdims=True)
   first_B = jnp.min(jnp.where(exact_BP == best_B1, index_BP, table_VD.shape[0]),
                     axis=-1)
+  g = d * 2.0**-24 / (1 - d * 2.0**-24)
   abs_BD = jnp.abs(h_BD)
-  bound_B = (abs_BD @ s.error_D
-             + jnp.abs(h_BD - h16_BD.astype(jnp.float32)) @ s.scale_D
-             + 2.0**-13 * (abs_BD @ s.scale_D))
+  rounded_BD = jnp.abs(h_BD - h16_BD.astype(jnp.float32))
+  bound_B = (jnp.einsum('BD,D->B', abs_BD, screen.error_D + 2.02 * g * screen.scale_D,
+                        precision=_EXACT)
+             + jnp.einsum('BD,D->B', rounded_BD, screen.scale_D, precision=_EXACT))
   certain_B = best_B1[:, 0] > approx_BP[:, -1] + bound_B
   return first_B.astype(jnp.int32), certain_B
 
 
-def screens(model: gemma.Transformer, options: Options) -> bool:
+def takes_screen(model: gemma.Transformer, options: Options) -> bool:
   """Whether greedy steps of `model` with `options` use `greedy_screened`:
-  greedy, float32, and logits that are the table's dot products (no
-  softcap, whose float32 tanh can tie what argmax tells apart)."""
+  greedy, float32 compute and weights, logits that are the table's dot
+  products (no softcap: its float32 tanh can tie what argmax tells apart),
+  and more tokens than candidates."""
   return (options.temperature == 0 and model.dtype == jnp.float32
-          and model.config.final_logit_softcap is None)
+          and model.param_dtype == jnp.float32
+          and model.config.final_logit_softcap is None
+          and model.config.vocab_size > SCREEN)
 
 
 # Jitted computations, shared by every decoder of a model --------------------
@@ -285,8 +296,8 @@ def _prefill(model: gemma.Transformer, params, tokens_BT, positions_BT,
 
 @functools.partial(jax.jit, static_argnames=('model', 'options'))
 def _decode(model: gemma.Transformer, params, shared, cache, last_BD,
-            positions_B, seeds_B, slot, max_new, stop_V, eos, screen_: Screen | None,
-            options: Options):
+            positions_B, seeds_B, padding_B, slot, max_new, stop_V, eos,
+            screen: Screen | None, options: Options):
   """Samples up to `max_new` tokens per row after the prefill.
 
   Args:
@@ -294,17 +305,18 @@ def _decode(model: gemma.Transformer, params, shared, cache, last_BD,
     last_BD: [B, D] hidden state at each row's last prompt token.
     positions_B: [B] position of each row's first new token.
     seeds_B: [B] uint32 sampling seeds.
+    padding_B: [B] bool, rows that only fill the batch (stopped from the start).
     slot: where the first new token's keys/values go.
     max_new: tokens to generate at most (<= the cache's spare slots).
     stop_V: [V] bool, tokens whose text holds a stop string.
     eos: the end-of-sequence id.
-    screen_: the output table's `Screen` when `screens(model, options)`.
+    screen: the output table's `Screen` when `takes_screen(model, options)`.
 
   Returns:
     ([B, S] new tokens from index 0, 0 after a row stopped; [B] tokens per
-    row, the stopping token included; [2] int32 steps run, and of them the
-    steps that projected every token in float32: all of them unless
-    screened, else those where a running row's pick was left unproven).
+    row, the stopping token included; [2] int32: the steps run, and of them
+    those that projected every token in float32: all unless screened, else
+    those where a running row's screened pick was left unproven).
   """
   b = last_BD.shape[0]
   n = cache['mask'].shape[1]  # The cache length (>= the new tokens).
@@ -315,10 +327,10 @@ def _decode(model: gemma.Transformer, params, shared, cache, last_BD,
     sampled = lambda: sample(  # noqa: E731
         model.apply({'params': params}, h_BD, method=model.logits), seeds_B,
         step, options)
-    if screen_ is None:
+    if screen is None:
       return sampled(), jnp.bool_(True)
     token_B, certain_B = greedy_screened(
-        h_BD, params['embedder']['input_embedding'], screen_)
+        h_BD, params['embedder']['input_embedding'], screen)
     proven = jnp.all(certain_B | done_B)
     return jax.lax.cond(proven, lambda: token_B, sampled), ~proven
 
@@ -344,7 +356,7 @@ def _decode(model: gemma.Transformer, params, shared, cache, last_BD,
             full + projected.astype(jnp.int32))
 
   state = (jnp.int32(0), last_BD, cache, jnp.zeros((b, n), jnp.int32),
-           jnp.zeros(b, bool), jnp.zeros(b, jnp.int32), jnp.int32(0))
+           padding_B, jnp.zeros(b, jnp.int32), jnp.int32(0))
   steps, _, _, out_BN, _, count_B, full = jax.lax.while_loop(cond, body, state)
   return out_BN, count_B, jnp.stack([steps, full])
 
@@ -357,8 +369,9 @@ class Decoder:
       mesh's batch shards).
     prefill_chunk: most tokens per row of one prefill call (prefix and
       prompts); a long prompt is prefilled in several.
-    steps: decode steps run so far, 'all' of them and the 'full' ones that
-      projected every token in float32 (every step unless greedy screened).
+    steps: decode steps run so far: 'all', the 'screened' ones (greedy,
+      through the table's bfloat16 copy) and the 'full' ones that projected
+      every token in float32 (unscreened, or screened and left unproven).
   """
 
   def __init__(self, rt: runtime.Runtime, params=None, *, batch_size: int = 8,
@@ -368,7 +381,8 @@ class Decoder:
     shards = mesh_lib.batch_divisor(self.mesh, self.rules)
     self.batch_size = -(-batch_size // shards) * shards
     self.prefill_chunk = prefill_chunk
-    self.steps = {'all': 0, 'full': 0}
+    self.steps: dict[str, int] = {'all': 0, 'screened': 0, 'full': 0}
+    self._screened_table, self._screen_of_table = None, None
     self._param_shardings = rules_lib.param_shardings(self.model, self.mesh,
                                                       self.rules)
     self.params = jax.device_put(rt.params if params is None else params,
@@ -428,11 +442,15 @@ class Decoder:
                            self._replicated)
     return (memory,)
 
-  @functools.cached_property
   def _screen(self) -> Screen:
-    """The output table's bfloat16 copy for greedy steps (made once)."""
-    with rules_lib.activation_context(self.mesh, self.rules):
-      return screen(self.params['embedder']['input_embedding'])
+    """The `Screen` of the output table in `self.params` (made once per
+    table: 0.34 GB more for the 270M)."""
+    table = self.params['embedder']['input_embedding']
+    if self._screened_table is not table:
+      with rules_lib.activation_context(self.mesh, self.rules):
+        self._screen_of_table = make_screen(table)
+      self._screened_table = table
+    return self._screen_of_table
 
   @functools.cached_property
   def _piece_texts(self) -> list[str]:
@@ -525,12 +543,15 @@ class Decoder:
     seeds_B = np.zeros(self.batch_size, np.uint32)
     seeds_B[:real] = np.asarray(seeds, np.int64) % 2**32
     logging.debug('decode: %d rows, bucket %d, %d new', real, t, n)
+    screened = takes_screen(self.model, options)
     out_BN, count_B, steps = self._call(
         _decode, self.model, self.params, shared, cache, last_BD,
-        put((offset + lengths).astype(np.int32)), put(seeds_B), np.int32(t),
+        put((offset + lengths).astype(np.int32)), put(seeds_B),
+        put(np.arange(self.batch_size) >= real), np.int32(t),
         np.int32(options.max_new_tokens), stop_V, np.int32(self.tok.eos_id),
-        self._screen if screens(self.model, options) else None, options=options)
+        self._screen() if screened else None, options=options)
     out_BN, count_B = np.asarray(out_BN), np.asarray(count_B)
     self.steps['all'] += int(steps[0])
+    self.steps['screened'] += int(steps[0]) if screened else 0
     self.steps['full'] += int(steps[1])
     return [out_BN[r, :count_B[r]].tolist() for r in range(real)]

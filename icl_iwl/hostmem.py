@@ -6,19 +6,25 @@ every call, and frees it when the call ends. glibc serves an allocation that
 large on a thread's arena with a fresh mmap and returns it with munmap
 (whatever `mmap_max` says), so every step touches all its temporaries for the
 first time: ~1.45M page faults and ~4-5 s of kernel time in a 13.6 s step on
-a 2-core CPU (docs/benchmarks.md). With every allocation on the main arena
-(`arena_max=1`), none mmapped (`mmap_max=0`) and the heap's top never given
-back (`trim_threshold` 64 GiB), the pages stay mapped from one call to the
-next: no faults, a 10.0 s step, the same peak resident memory.
+a 2-core CPU (docs/benchmarks.md, train_step). With every allocation on the
+main arena (`arena_max=1`), none mmapped (`mmap_max=0`) and the heap's top
+never given back (`trim_threshold` 64 GiB), the pages stay mapped from one
+call to the next: no faults, a 10.0 s step. The cost: a process keeps what
+it freed (its resident set does not shrink after a peak; that step's peak
+itself was 9.77 GiB against 9.86), and the heap settles over the first calls
+of each shape, growing a little until every call fits what is mapped.
 
 glibc reads these settings (GLIBC_TUNABLES) only when a process starts, so
-`restart_with_tunables` starts the command again with them, once, before
-anything is loaded; the process keeps its pid. Jobs (`python -m
-icl_iwl.main`) and the benchmarks do this on Linux with glibc;
-ICL_IWL_MALLOC=system keeps glibc's defaults. A notebook kernel cannot restart
-itself: start it with GLIBC_TUNABLES set to `TUNABLES` for the same effect.
+`restart_with_tunables` starts the command again with them, once, before the
+entry point imports anything heavy (jax, the model); the process keeps its
+pid. `python -m icl_iwl.main` does this on a Linux host with glibc and no
+accelerator (a TPU or GPU host's steps do not run on XLA:CPU);
+benchmarks/train_step.py starts our worker with them. ICL_IWL_MALLOC set to
+any value (e.g. 'system') keeps glibc's defaults. A notebook kernel cannot
+restart itself: start it with GLIBC_TUNABLES=`TUNABLES` for the same effect.
 """
 
+import glob
 import os
 import platform
 import sys
@@ -26,6 +32,8 @@ import sys
 TUNABLES = ('glibc.malloc.arena_max=1:glibc.malloc.mmap_max=0:'
             'glibc.malloc.trim_threshold=68719476736')
 ENV = 'ICL_IWL_MALLOC'
+# Device files of TPU (accel, vfio) and NVIDIA GPU hosts.
+_ACCELERATORS = ('/dev/accel*', '/dev/vfio/[0-9]*', '/dev/nvidia[0-9]*')
 
 
 def environ(env: dict[str, str] | None = None) -> dict[str, str]:
@@ -37,18 +45,41 @@ def environ(env: dict[str, str] | None = None) -> dict[str, str]:
   return env
 
 
+def without(env: dict[str, str] | None = None) -> dict[str, str]:
+  """`env` (default os.environ) with glibc's defaults: no GLIBC_TUNABLES,
+  ICL_IWL_MALLOC=system."""
+  env = {k: v for k, v in (os.environ if env is None else env).items()
+         if k != 'GLIBC_TUNABLES'}
+  return dict(env, **{ENV: 'system'})
+
+
 def active() -> bool:
   """Whether this process started with `TUNABLES`."""
   return TUNABLES in os.environ.get('GLIBC_TUNABLES', '')
 
 
+def _cpu_host() -> bool:
+  """Whether jobs here run on XLA:CPU: JAX_PLATFORMS allows cpu and the
+  host has no TPU or GPU device file."""
+  platforms = os.environ.get('JAX_PLATFORMS', '')
+  if platforms and 'cpu' not in platforms.split(','):
+    return False
+  return not any(glob.glob(pattern) for pattern in _ACCELERATORS)
+
+
 def restart_with_tunables() -> None:
   """Replaces this process by the same command with `TUNABLES` (see the
-  module doc), unless it has them, is not glibc's, or ICL_IWL_MALLOC is set
-  ('system'; 'restarted' by the restart itself, so it happens once)."""
-  if active() or ENV in os.environ or platform.libc_ver()[0] != 'glibc':
+  module doc), unless it has them, ICL_IWL_MALLOC is set (the restart sets
+  it to 'restarted', so it happens once), the C library is not glibc or the
+  host has an accelerator. If the restart fails, the process goes on as is."""
+  if (active() or ENV in os.environ or platform.libc_ver()[0] != 'glibc'
+      or not _cpu_host()):
     return
   sys.stdout.flush()
   sys.stderr.flush()
-  os.execve(sys.executable, [sys.executable, *sys.orig_argv[1:]],
-            dict(environ(), **{ENV: 'restarted'}))
+  try:
+    os.execve(sys.executable, [sys.executable, *sys.orig_argv[1:]],
+              dict(environ(), **{ENV: 'restarted'}))
+  except OSError as e:
+    print(f'icl_iwl: not restarted with {TUNABLES} ({e}); going on.',
+          file=sys.stderr)

@@ -16,26 +16,31 @@ Exit status: 0 when the job finished (<workdir>/done.json is written then),
 2 for a mistake in the input, 1 for a bug or a failure.
 """
 
-import json
-import logging as std_logging
-import os
-import shlex
 import sys
 
-from absl import app
-from absl import flags
-from absl import logging
-import jax
-from ml_collections import config_flags
+if __name__ == '__main__':  # Before jax loads: see hostmem.py.
+  from icl_iwl import hostmem  # pylint: disable=g-import-not-at-top
+  hostmem.restart_with_tunables()
 
-from icl_iwl import config_lib
-from icl_iwl import errors
-from icl_iwl import hostmem
-from icl_iwl import jobs
-from icl_iwl import paths
-from icl_iwl import runtime
-from icl_iwl import workdir as workdir_lib
-from icl_iwl.train import loop
+# pylint: disable=g-import-not-at-top,wrong-import-position
+import json  # noqa: E402
+import logging as std_logging  # noqa: E402
+import os  # noqa: E402
+import shlex  # noqa: E402
+
+from absl import app  # noqa: E402
+from absl import flags  # noqa: E402
+from absl import logging  # noqa: E402
+import jax  # noqa: E402
+from ml_collections import config_flags  # noqa: E402
+
+from icl_iwl import config_lib  # noqa: E402
+from icl_iwl import errors  # noqa: E402
+from icl_iwl import jobs  # noqa: E402
+from icl_iwl import paths  # noqa: E402
+from icl_iwl import runtime  # noqa: E402
+from icl_iwl import workdir as workdir_lib  # noqa: E402
+from icl_iwl.train import loop  # noqa: E402
 
 DONE = 'done.json'  # Written to the workdir when the job returns.
 EXIT_PREEMPTED = 75  # EX_TEMPFAIL: stopped early, rerun to resume.
@@ -122,5 +127,4 @@ def main(argv: list[str]) -> None:
 
 
 if __name__ == '__main__':
-  hostmem.restart_with_tunables()  # Before any model loads: see hostmem.py.
   app.run(errors.main_wrapper(main), flags_parser=_parse)

@@ -186,10 +186,10 @@ def test_the_compiled_decode_loop_copies_no_weight():
   cache = jax.eval_shape(lambda: cache_lib.init(model.config, b, slots))
   spec = jax.ShapeDtypeStruct
   args = (model, params, (), cache, spec((b, model.config.embed_dim), jnp.float32),
-          spec((b,), jnp.int32), spec((b,), jnp.uint32), spec((), jnp.int32),
-          spec((), jnp.int32), spec((model.config.vocab_size,), bool),
-          spec((), jnp.int32),
-          jax.eval_shape(decode.screen, params['embedder']['input_embedding']))
+          spec((b,), jnp.int32), spec((b,), jnp.uint32), spec((b,), bool),
+          spec((), jnp.int32), spec((), jnp.int32),
+          spec((model.config.vocab_size,), bool), spec((), jnp.int32),
+          jax.eval_shape(decode.make_screen, params['embedder']['input_embedding']))
   def compiled():
     decode._decode.clear_cache()  # pylint: disable=protected-access
     return decode._decode.lower(  # pylint: disable=protected-access
@@ -271,26 +271,40 @@ def test_sample_filters_against_a_direct_computation():
 def test_the_screened_greedy_pick_is_argmax_or_says_it_is_unproven():
   rng = np.random.default_rng(0)
   v, d = 4096, 64
-  table = rng.normal(size=(v, d)).astype(np.float32) * 0.05
-  table = np.asarray(jnp.asarray(table, jnp.bfloat16), np.float32)  # Exact in bf16.
+  bf16 = lambda x: np.asarray(jnp.asarray(x, jnp.bfloat16), np.float32)  # noqa: E731
+  table = bf16(rng.normal(size=(v, d)) * 0.05)
   h = rng.normal(size=(16, d)).astype(np.float32) * 3
-  # Row 0's best token hides among 40 near-copies of token 100 that bfloat16
-  # cannot tell apart (they differ in one coordinate by less than half its
-  # bfloat16 spacing, 2^-11 at 0.1875): the copy ties 41 tokens and keeps the
-  # first 32, while the float32 logits grow with the index (239 is argmax).
+  # Row 0: the table's rounding hides the argmax. 40 near-copies of token
+  # 100 differ in one coordinate by less than half its bfloat16 spacing
+  # (2^-11 at 0.1875): the copy ties 41 tokens and keeps the first 32 (top_k
+  # keeps the lower index on a tie), while the float32 logits grow with the
+  # index (239 is argmax); h is exact in bfloat16, so only the table's error
+  # term of the bound can leave the row unproven.
   table[100, 0] = 0.1875
   table[200:240] = table[100]
   table[200:240, 0] += 1e-5 * np.arange(1, 41)
-  h[0] = 100 * table[100]
+  h[0] = 4 * table[100]
+  # Row 1: h's rounding hides the argmax. Coordinates 2 and 3 are 0 but in
+  # tokens 300-339 (2^-4 each) and 400 (2^-3 in coordinate 2), all exact in
+  # bfloat16; h = 16 (1 + 3 2^-10) and 16 (1 + 2^-10) there (0 elsewhere)
+  # rounds to (16, 16), so the copy ties all 41 at 2 and keeps 300-331,
+  # while in float32 token 400 leads by 2^-9: only the bound's h term can
+  # leave the row unproven.
+  table[:, 2:4] = 0
+  table[300:340, 2:4] = 2.0**-4
+  table[400, 2] = 2.0**-3
+  h[1] = 0
+  h[1, 2:4] = 16 * (1 + 3 * 2.0**-10), 16 * (1 + 2.0**-10)
   h[15] = np.nan
   token, certain = decode.greedy_screened(jnp.asarray(h), jnp.asarray(table),
-                                          decode.screen(jnp.asarray(table)))
+                                          decode.make_screen(jnp.asarray(table)))
   token, certain = np.asarray(token), np.asarray(certain)
   want = np.argmax(h.astype(np.float64) @ table.T.astype(np.float64), axis=-1)
   assert want[0] == 239 and token[0] != 239 and not certain[0]
+  assert want[1] == 400 and token[1] != 400 and not certain[1]
   assert not certain[15]
-  assert certain[1:15].all()
-  np.testing.assert_array_equal(token[1:15], want[1:15])
+  assert certain[2:15].all()
+  np.testing.assert_array_equal(token[2:15], want[2:15])
 
 
 def test_greedy_decoding_takes_the_screened_pick_and_projects_all_where_unproven():
@@ -299,7 +313,7 @@ def test_greedy_decoding_takes_the_screened_pick_and_projects_all_where_unproven
   want = decoder.generate_ids(_PROMPTS, options)  # = step-by-step argmax (above)
   zeros = lambda logits_BV, *args: jnp.zeros(logits_BV.shape[0], jnp.int32)  # noqa: E731
   screened = decode.greedy_screened
-  unproven = lambda *args: (screened(*args)[0], jnp.zeros(8, bool))  # noqa: E731
+  unproven = lambda *args: (screened(*args)[0], screened(*args)[1] & False)  # noqa: E731
   def steps():
     return dict(decoder.steps)
 
@@ -308,7 +322,9 @@ def test_greedy_decoding_takes_the_screened_pick_and_projects_all_where_unproven
     with mock.patch.object(decode, 'sample', zeros):  # Every step proven.
       before = steps()
       assert decoder.generate_ids(_PROMPTS, options) == want
-      assert steps()['all'] > before['all'] and steps()['full'] == before['full']
+      assert (steps()['screened'] - before['screened']
+              == steps()['all'] - before['all'] > 0)
+      assert steps()['full'] == before['full']
     decode._decode.clear_cache()  # pylint: disable=protected-access
     with mock.patch.object(decode, 'greedy_screened', unproven):
       before = steps()
