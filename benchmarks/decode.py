@@ -34,11 +34,12 @@ Memory bandwidth (short): a decode step of `--batch` rows reads every weight onc
 machine's memory bandwidth bounds how fast either side can decode. Ours
 reads the table through its bfloat16 copy in greedy steps (decode.py:
 `greedy_screened`; the tokens are float32 argmax's), and the table too in
-the steps that projected every token (`full_projection_steps`, a share).
-`bandwidth` in the JSON: `weights_gb` (every weight, float32) and
-`ours_step_gb` (what our average step reads),
-`read_gb_s` the rate at which this machine reads the table in the step's
-own largest matmul (the logits of --batch rows, jitted, best of 5), and
+the steps that projected every token (shares of the steps:
+`screened_steps`, `full_projection_steps`). `bandwidth` in the JSON:
+`weights_gb` (every weight, float32) and `ours_step_gb` (what our average
+step reads), `read_gb_s` the rate at which this machine reads the float32
+table in its projection for --batch rows (jitted, best of 5: a rate, not
+what a screened step runs), and
 each side's weight bytes per new token times its new tokens per second
 (`ours_gb_s`, `ref_gb_s`; prefill and tokenization counted as decoding, so
 a lower bound) and `ratio_at_read_gb_s`, the ratio ours would reach if its
@@ -181,14 +182,17 @@ def _bandwidth(rt: runtime.Runtime, decoder: decode.Decoder, result: dict) -> di
   logits = jax.jit(lambda h, t: jnp.einsum('BD,VD->BV', h, t))
   gb = sum(x.nbytes for x in jax.tree.leaves(rt.params)) / 1e9
   read = table.nbytes / 1e9 / mfu.best_seconds(lambda: logits(h, table), 5)
-  # A step reads every weight once and makes one token per row; a screened
-  # greedy step reads the table's bfloat16 copy instead, and the table too
-  # when it projects every token.
-  full = decoder.steps['full'] / max(decoder.steps['all'], 1)
-  screened = gb - table.nbytes / 1e9 * (0.5 - full)
-  ours, ref = screened / result['ours_batch'], gb / result['ref_batch']
-  return {'weights_gb': round(gb, 3), 'ours_step_gb': round(screened, 3),
-          'full_projection_steps': round(full, 4), 'read_gb_s': round(read, 2),
+  # A step reads every weight once and makes one token per row: the table
+  # when it projects every token, its bfloat16 copy when screened (both
+  # when a screened step is left unproven).
+  steps = max(decoder.steps['all'], 1)
+  screened, full = (decoder.steps[k] / steps for k in ('screened', 'full'))
+  table_gb = table.nbytes / 1e9
+  step_gb = gb - table_gb + screened * table_gb / 2 + full * table_gb
+  ours, ref = step_gb / result['ours_batch'], gb / result['ref_batch']
+  return {'weights_gb': round(gb, 3), 'ours_step_gb': round(step_gb, 3),
+          'screened_steps': round(screened, 4), 'full_projection_steps': round(full, 4),
+          'read_gb_s': round(read, 2),
           'ours_gb_s': round(result['ours_tok_s'] * ours, 2),
           'ref_gb_s': round(result['ref_tok_s'] * ref, 2),
           'ratio_at_read_gb_s': round(read / ours / result['ref_tok_s'], 3)}
