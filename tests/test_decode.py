@@ -307,6 +307,17 @@ def test_the_screened_greedy_pick_is_argmax_or_says_it_is_unproven():
   np.testing.assert_array_equal(token[2:15], want[2:15])
 
 
+def test_only_greedy_float32_steps_without_softcap_take_the_screen():
+  greedy, hot = decode.Options(), decode.Options(temperature=0.5)
+  assert decode.takes_screen(_tiny_model('gemma3'), greedy)
+  assert decode.takes_screen(_tiny_model('gemma1'), greedy)
+  assert not decode.takes_screen(_tiny_model('gemma3'), hot)
+  assert not decode.takes_screen(_tiny_model('gemma2'), greedy)  # Softcap.
+  assert not decode.takes_screen(_tiny_model('gemma3', dtype=jnp.bfloat16), greedy)
+  assert not decode.takes_screen(_tiny_model('gemma3', param_dtype=jnp.bfloat16),
+                                 greedy)
+
+
 def test_greedy_decoding_takes_the_screened_pick_and_projects_all_where_unproven():
   decoder = _decoder()
   options = decode.Options(max_new_tokens=8)
