@@ -9,10 +9,15 @@ first time: ~1.45M page faults and ~4-5 s of kernel time in a 13.6 s step on
 a 2-core CPU (docs/benchmarks.md, train_step). With every allocation on the
 main arena (`arena_max=1`), none mmapped (`mmap_max=0`) and the heap's top
 never given back (`trim_threshold` 64 GiB), the pages stay mapped from one
-call to the next: no faults, a 10.0 s step. The cost: a process keeps what
-it freed (its resident set does not shrink after a peak; that step's peak
-itself was 9.77 GiB against 9.86), and the heap settles over the first calls
-of each shape, growing a little until every call fits what is mapped.
+call to the next: no faults, a 10.0 s step (its peak resident set 9.77 GiB
+against 9.86). The cost: a process keeps what it freed, and a job that
+alternates programs with large temporaries of their own (training steps,
+probe scoring, the stages of an experiment) lets them fragment the heap, so
+that its resident set grows towards their sum (22.0 GB for three augmented
+fine-tuning stages of reversal_curse in one process, against 16.7-18.5 GB
+with glibc's defaults). `trim()` gives every free page back to the system;
+the training loop calls it around each evaluation and experiments between
+stages, so only the first step after one pays its page faults again.
 
 glibc reads these settings (GLIBC_TUNABLES) only when a process starts, so
 `restart_with_tunables` starts the command again with them, once, before the
@@ -24,6 +29,7 @@ any value (e.g. 'system') keeps glibc's defaults. A notebook kernel cannot
 restart itself: start it with GLIBC_TUNABLES=`TUNABLES` for the same effect.
 """
 
+import ctypes
 import glob
 import os
 import platform
@@ -83,3 +89,11 @@ def restart_with_tunables() -> None:
   except OSError as e:
     print(f'icl_iwl: not restarted with {TUNABLES} ({e}); going on.',
           file=sys.stderr)
+
+
+def trim() -> None:
+  """Gives the heap's free pages back to the system (glibc's malloc_trim),
+  when this process runs with `TUNABLES`: between phases whose temporaries
+  differ, so that they do not add up (see the module doc)."""
+  if active():
+    ctypes.CDLL(None).malloc_trim(0)

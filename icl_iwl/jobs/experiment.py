@@ -19,6 +19,7 @@ from typing import Sequence
 import jax
 import ml_collections
 
+from icl_iwl import hostmem
 from icl_iwl import paths
 from icl_iwl import report
 from icl_iwl import workdir as workdir_lib
@@ -41,6 +42,7 @@ def run(config: ml_collections.ConfigDict, workdir: pathlib.Path) -> dict[str, s
     del result
     jax.clear_caches()  # This stage's compiled programs and the arrays they
     gc.collect()        # kept alive: memory stays flat from stage to stage.
+    hostmem.trim()
   text = report.report(workdir, workdir / 'report', config.get('title', 'Experiment'))
   print(text)
   print(f'Report: {workdir / "report.md"}')

@@ -30,6 +30,7 @@ import tqdm
 
 from icl_iwl import config_lib
 from icl_iwl import errors
+from icl_iwl import hostmem
 from icl_iwl import runtime
 from icl_iwl.augment import mixture
 from icl_iwl.checkpoints import manager
@@ -98,6 +99,7 @@ class Evaluator:
     """Accuracies by split and rule (or the graded probe scores); with
     `items_dir`, each item's scores into <items_dir>/<split>.jsonl
     (`ictrain.jsonl` for the graded probes)."""
+    hostmem.trim()  # The training step's temporaries (see hostmem.py).
     self.scorer.set_params(params)
     scored = {}
     out = {}
@@ -112,6 +114,7 @@ class Evaluator:
       items_dir.mkdir(parents=True, exist_ok=True)
       for name, scores in scored.items():
         results.write_items(items_dir / f'{name}.jsonl', scores)
+    hostmem.trim()  # The scorer's.
     return out
 
 
