@@ -382,6 +382,8 @@ def _worker(side: str, dtype: str) -> None:
   if peak is not None:  # Our measured matmul peak, before anything is timed.
     info['peak_flops'] = peak()
   gc.collect()
+  if side == 'ours':  # As the training loop does after its first step.
+    hostmem.trim()
   setup_peak = _process_peak_bytes()
   reset = _reset_peak()
   send(event='ready', setup_s=setup_s, warmup_losses=warmup_losses,

@@ -227,6 +227,8 @@ def train(config: ml_collections.ConfigDict, workdir: pathlib.Path) -> dict[str,
             f'Non-finite {what} at step {step + 1}; stopping without saving it. '
             f'The last good checkpoint is step {ckpt.latest_step()} in {ckpt.directory}.')
       done, steps_since, flops_since = step + 1, steps_since + 1, flops_since + m['flops']
+      if step == start:  # Setup's and compilation's free pages (hostmem.py).
+        hostmem.trim()
       bar.update(1)
       # Hook: eval.
       eval_metrics = None
