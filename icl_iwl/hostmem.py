@@ -15,9 +15,12 @@ alternates programs with large temporaries of their own (training steps,
 probe scoring, the stages of an experiment) lets them fragment the heap, so
 that its resident set grows towards their sum (22.0 GB for three augmented
 fine-tuning stages of reversal_curse in one process, against 16.7-18.5 GB
-with glibc's defaults). `trim()` gives every free page back to the system;
-the training loop calls it around each evaluation and experiments between
-stages, so only the first step after one pays its page faults again.
+with glibc's defaults). `trim()` gives the heap's free pages back to the
+system; the training loop calls it after its first step (setup and
+compilation) and around each evaluation, experiments between stages
+(benchmarks/train_step.py's worker after its warm-up), so only the step
+after one pays its page faults again (the same experiment's next three
+stages, split instead of global, peaked at 17.7 GB).
 
 glibc reads these settings (GLIBC_TUNABLES) only when a process starts, so
 `restart_with_tunables` starts the command again with them, once, before the
@@ -93,7 +96,9 @@ def restart_with_tunables() -> None:
 
 def trim() -> None:
   """Gives the heap's free pages back to the system (glibc's malloc_trim),
-  when this process runs with `TUNABLES`: between phases whose temporaries
-  differ, so that they do not add up (see the module doc)."""
-  if active():
-    ctypes.CDLL(None).malloc_trim(0)
+  when this process runs with `TUNABLES` on glibc: between phases whose
+  temporaries differ, so that they do not add up (see the module doc)."""
+  if active() and platform.libc_ver()[0] == 'glibc':
+    malloc_trim = ctypes.CDLL(None).malloc_trim
+    malloc_trim.argtypes, malloc_trim.restype = [ctypes.c_size_t], ctypes.c_int
+    malloc_trim(0)

@@ -14,9 +14,9 @@ from icl_iwl import hostmem
 
 glibc = pytest.mark.skipif(platform.libc_ver()[0] != 'glibc', reason='glibc only')
 
-# A jitted call with a [8192, 8192] f32 temporary (256 MiB), run 12 times:
-# the minor page faults of the last 8 calls (XLA:CPU allocates its
-# temporaries anew at each call).
+# A jitted call with a [8192, 8192] f32 temporary (256 MiB): the minor page
+# faults of calls 5-12 (XLA:CPU allocates its temporaries anew at each call),
+# then of one call after a trim.
 _FAULTS = textwrap.dedent('''
     import json, os, resource, sys
     from icl_iwl import hostmem
