@@ -177,21 +177,62 @@ def test_short_items_share_rows_and_a_partial_batch_has_fewer_rows():
   encoded = packing.encode(items, range(len(items)), tok, [tok.bos_id])
   # [BOS] The fact is | true | false: 6 tokens, 2 of them targets.
   assert [e.length for e in encoded] == [6] * 20
-  # (min_row_length, row_multiple) -> batch shapes, by hand: rows of 128
-  # hold 21 items, so 1 row, padded to 2 rows (the multiple); rows of the
-  # smallest bucket, 32, hold 5 items, so 4 rows; a partial batch has the
-  # next of 1, 2, 3, 4, 6, 8 (times the multiple) rows, not all 8.
-  expected = {(128, 2): ((2, 128), 48), (0, 1): ((4, 32), 12), (0, 4): ((4, 32), 12)}
+  # (min_row_length, row_multiple) -> shapes, by hand: rows of 128 hold 21
+  # items, so 1 row, padded to 2 rows (the multiple); rows of the smallest
+  # bucket, 32, hold 5 items, so 4 rows; a partial batch has the next of 1,
+  # 2, 3, 4, 6, 8 (times the multiple) rows, not all 8. Targets (2 an item)
+  # are listed per shard: 40 in one shard (padded to 48), or 10 in each of 4.
+  expected = {(128, 2): ((2, 128), (2, 48)), (0, 1): ((4, 32), (1, 48)),
+              (0, 4): ((4, 32), (4, 12))}
   for (min_row_length, row_multiple), (shape, targets) in expected.items():
-    # Targets: 2 per item, 40 or 10 in the fullest row, padded to 48 or 12.
     [batch] = packing.pack(encoded, 0, (32, 64, 128), 8, min_row_length, row_multiple)
-    assert batch.tokens.shape == shape and batch.targets.shape == (shape[0], targets)
+    assert batch.tokens.shape == shape and batch.targets.shape == targets
     assert sorted(batch.item[batch.item >= 0].tolist()) == sorted(list(range(20)) * 2)
   # 15 items in rows of 32: 3 rows, a batch of 3 (not 4); 2 shards: 4.
   assert [b.tokens.shape for b in packing.pack(encoded[:15], 0, (32,), 8)] == [(3, 32)]
   assert [b.tokens.shape for b in packing.pack(encoded[:15], 0, (32,), 8, 0, 2)] == [(4, 32)]
   assert [packing.num_rows_bucket(n) for n in range(1, 14)] == [
       1, 2, 3, 4, 6, 6, 8, 8, 12, 12, 12, 12, 16]
+
+
+def test_each_target_is_read_from_the_token_before_it_in_its_shard():
+  """Sources index a shard's rows flattened: the token there is the one before
+  the target in its branch (the prompt's last for a first choice token)."""
+  tok = tokenizer.load_default()
+  words = ' apple river stone cloud horse table green music water paper'.split()
+  items = [Item(f'The fact is {w}' + '!' * (i % 3), (' true', ' not so'), 0, id=str(i))
+           for i, w in enumerate(words * 4)]
+  encoded = packing.encode(items, range(len(items)), tok, [tok.bos_id])
+  # Items differ in their last prompt token and in length: rows differ.
+  assert len({e.prompt[-1] for e in encoded}) > 10
+  assert len({e.length for e in encoded}) > 1
+  assert {len(c) for e in encoded for c in e.choices} == {1, 2}
+  # (min_row_length, row_multiple): one row per shard; one shard of several
+  # rows; several shards of several rows (40 items of ~8 tokens in rows of 32).
+  for min_row_length, row_multiple in [(128, 2), (0, 1), (0, 2), (0, 4)]:
+    batches = list(packing.pack(encoded, 0, (32, 64, 128), 8, min_row_length,
+                                row_multiple))
+    seen = set()
+    for batch in batches:
+      g = batch.targets.shape[0]
+      assert g == row_multiple and batch.tokens.shape[0] % g == 0
+      rows = batch.tokens.reshape(g, -1)  # Each shard's rows, flattened.
+      for s, k in zip(*np.nonzero(batch.item >= 0)):
+        e, j = encoded[batch.item[s, k]], batch.choice[s, k]
+        choice = e.choices[j]
+        # The m-th token of the choice: count its earlier slots in the shard.
+        m = sum(1 for kk in range(k) if (batch.item[s, kk], batch.choice[s, kk])
+                == (e.index, j))
+        before = e.prompt[-1] if m == 0 else choice[m - 1]
+        assert (rows[s, batch.sources[s, k]], batch.targets[s, k]) == (before, choice[m])
+        seen.add((e.index, j, m))
+    assert len(seen) == sum(len(c) for e in encoded for c in e.choices)
+    if (min_row_length, row_multiple) == (0, 2):
+      assert batches[0].tokens.shape[0] // 2 > 1  # Several rows per shard.
+  with pytest.raises(ValueError, match='not a multiple'):
+    next(packing.pack(encoded, 0, (32,), 3, 0, 2))
+  with pytest.raises(ValueError, match='power of two'):
+    scoring.ScorerConfig(logit_chunk=100)
 
 
 def test_recurring_contexts_are_encoded_once_and_calls_overlap():

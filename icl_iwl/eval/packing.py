@@ -11,7 +11,9 @@ encoded once per item). Several items share a row as separate segments.
 
 The log-likelihood of a choice token is read from the hidden state of the
 token before it in its branch (the last prompt token for the first one), so
-only those positions ever reach the 262k-way output layer.
+only those positions ever reach the 262k-way output layer. Targets are listed
+per batch shard, not per row: a shard's rows, flattened, share one list, so a
+batch pays for its targets in all rather than R times its fullest row's.
 """
 
 import dataclasses
@@ -91,12 +93,14 @@ def encode(items: Sequence[Item], indices: Sequence[int],
 
 @dataclasses.dataclass(frozen=True)
 class Batch:
-  """Fixed-shape arrays for one scorer call (R rows of T tokens, N targets).
+  """Fixed-shape arrays for one scorer call (R rows of T tokens; G batch
+  shards of R / G rows each, with N targets per shard).
 
   tokens, positions, segments, branches: [R, T] int32 (segment 0 = padding).
-  sources: [R, N] row index whose hidden state predicts each target.
-  targets: [R, N] target token ids.
-  item, choice: [R, N] which item/choice each target belongs to (-1: padding).
+  sources: [G, N] index into the shard's rows flattened ([R / G * T]) of the
+    hidden state that predicts each target.
+  targets: [G, N] target token ids.
+  item, choice: [G, N] which item/choice each target belongs to (-1: padding).
   """
 
   tokens: np.ndarray
@@ -166,31 +170,41 @@ def pack(encoded: list[Encoded], offset: int, buckets: Sequence[int],
     buckets: allowed row lengths T.
     rows_per_batch: the most rows R per batch (a multiple of `row_multiple`).
     min_row_length: rows hold at least this many tokens' worth of items.
-    row_multiple: R is `row_multiple` (the batch shards) times a
+    row_multiple: R is `row_multiple` (the batch shards, G) times a
       `num_rows_bucket`: a last, partial batch is padded with empty rows only
       up to that.
 
   Yields:
-    Batches whose T is a bucket and N a `num_targets_bucket` (<= T).
+    Batches whose T is a bucket and N a `num_targets_bucket` (<= R / G * T).
   """
+  if rows_per_batch % row_multiple:
+    raise ValueError(f'rows_per_batch={rows_per_batch} is not a multiple of '
+                     f'row_multiple={row_multiple}.')
   rows = _rows(encoded, buckets, min_row_length)
   for start in range(0, len(rows), rows_per_batch):
     chunk = rows[start:start + rows_per_batch]
     r = min(row_multiple * num_rows_bucket(-(-len(chunk) // row_multiple)),
             rows_per_batch)
     t = max(bucket(sum(e.length for e in row), buckets) for row in chunk)
-    n_targets = max(sum(len(c) for e in row for c in e.choices) for row in chunk)
-    n = min(t, num_targets_bucket(n_targets))
-    yield _fill(chunk, r, t, n, offset)
+    per_shard = r // row_multiple
+    n_targets = max(
+        sum(len(c) for row in chunk[g:g + per_shard] for e in row for c in e.choices)
+        for g in range(0, len(chunk), per_shard))
+    n = min(per_shard * t, num_targets_bucket(n_targets))
+    yield _fill(chunk, r, t, n, offset, row_multiple)
 
 
-def _fill(rows: list[list[Encoded]], r: int, t: int, n: int, offset: int) -> Batch:
+def _fill(rows: list[list[Encoded]], r: int, t: int, n: int, offset: int,
+          shards: int) -> Batch:
   """Lays out the items of each row; see the module docstring."""
   tokens, positions, segments, branches = (np.zeros((r, t), np.int32) for _ in range(4))
-  sources, targets = np.zeros((r, n), np.int32), np.zeros((r, n), np.int32)
-  item, choice = np.full((r, n), -1, np.int32), np.full((r, n), -1, np.int32)
+  sources, targets = (np.zeros((shards, n), np.int32) for _ in range(2))
+  item, choice = (np.full((shards, n), -1, np.int32) for _ in range(2))
+  per_shard = r // shards
+  filled = [0] * shards  # Targets laid out per shard.
   for i, row in enumerate(rows):
-    col, k = 0, 0
+    g, base = i // per_shard, i % per_shard * t  # Shard; row start in it.
+    col, k = 0, filled[g]
     for segment, e in enumerate(row, start=1):
       lp = len(e.prompt)
       tokens[i, col:col + lp] = e.prompt
@@ -204,10 +218,12 @@ def _fill(rows: list[list[Encoded]], r: int, t: int, n: int, offset: int) -> Bat
         positions[i, col:col + lc] = offset + lp + np.arange(lc)
         segments[i, col:col + lc] = segment
         branches[i, col:col + lc] = j + 1
-        sources[i, k:k + lc] = [last_prompt] + list(range(col, col + lc - 1))
-        targets[i, k:k + lc] = ids
-        item[i, k:k + lc] = e.index
-        choice[i, k:k + lc] = j
+        sources[g, k:k + lc] = base + np.array([last_prompt, *range(col, col + lc - 1)])
+        targets[g, k:k + lc] = ids
+        item[g, k:k + lc] = e.index
+        choice[g, k:k + lc] = j
         col += lc
         k += lc
+    filled[g] = k
+  assert max(filled) <= n, (filled, n)  # A row's targets < t: never overflows.
   return Batch(tokens, positions, segments, branches, sources, targets, item, choice)

@@ -126,28 +126,31 @@ class Scorer:
 
   def _score_rows(self, params, tokens, positions, segments, branches, sources,
                   targets, memory):
-    """([R, N] log p(target), [R, N] whether the target is the argmax)."""
+    """([G, N] log p(target), [G, N] whether the target is the argmax)."""
     hidden, _ = self.model.apply(
         {'params': params}, tokens, positions, tree_mask(segments, branches),
         memory, return_hidden=True)
-    # [R, N, D]: only the positions that predict a choice token.
+    # [G, N, D]: only the positions that predict a choice token, from each
+    # shard's rows flattened.
+    g, n = targets.shape
+    hidden = hidden.reshape(g, -1, hidden.shape[-1])
     hidden = jnp.take_along_axis(hidden, sources[..., None], axis=1)
-    # The [R, N, V] logits are made in chunks of targets, to bound memory.
-    r, n, d = hidden.shape
-    c = min(n & -n, self.config.logit_chunk)  # A power of two dividing N.
+    # The [G, N, V] logits are made in chunks of targets, to bound memory:
+    # C a power of two dividing N, G x C at most `logit_chunk`.
+    c = min(n & -n, max(1, self.config.logit_chunk // g))
 
     def chunk_logprob(args):
-      h_RCD, t_RC = args
-      logits = self.model.apply({'params': params}, h_RCD, method=self.model.logits)
-      target = jnp.take_along_axis(logits, t_RC[..., None], axis=-1)[..., 0]
+      h_GCD, t_GC = args
+      logits = self.model.apply({'params': params}, h_GCD, method=self.model.logits)
+      target = jnp.take_along_axis(logits, t_GC[..., None], axis=-1)[..., 0]
       return (target - jax.nn.logsumexp(logits, axis=-1),
               target >= jnp.max(logits, axis=-1))
 
-    # [N/C, R, C] each.
+    # [N/C, G, C] each.
     out = jax.lax.map(chunk_logprob, (
-        hidden.reshape(r, n // c, c, d).swapaxes(0, 1),
-        targets.reshape(r, n // c, c).swapaxes(0, 1)))
-    return tuple(x.swapaxes(0, 1).reshape(r, n) for x in out)
+        hidden.reshape(g, n // c, c, -1).swapaxes(0, 1),
+        targets.reshape(g, n // c, c).swapaxes(0, 1)))
+    return tuple(x.swapaxes(0, 1).reshape(g, n) for x in out)
 
   def _prefill(self, params, tokens, positions, valid, memory, start):
     """Writes one chunk of a shared context into its batch-1 memory."""
@@ -335,7 +338,7 @@ class Scorer:
 
   def _run(self, batch: packing.Batch, memory: cache.Cache | None
            ) -> tuple[jax.Array, jax.Array]:
-    """Dispatches one batch; [R, N] log p(target) and greedy flags, not
+    """Dispatches one batch; [G, N] log p(target) and greedy flags, not
     waited for."""
     args = (self.params, *batch.device_arrays(), memory)
     memory_len = None if memory is None else memory['k'].shape[2]
