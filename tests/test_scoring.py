@@ -233,6 +233,11 @@ def test_each_target_is_read_from_the_token_before_it_in_its_shard():
     next(packing.pack(encoded, 0, (32,), 3, 0, 2))
   with pytest.raises(ValueError, match='power of two'):
     scoring.ScorerConfig(logit_chunk=100)
+  # Chunks divide N and bound the logits over all shards, also for 3 shards.
+  for n, shards, limit, want in [(768, 1, 512, 256), (512, 1, 512, 512),
+                                 (768, 3, 512, 128), (96, 8, 512, 32), (12, 8, 4, 1)]:
+    c = scoring.chunk_size(n, shards, limit)
+    assert (c, n % c, shards * c <= max(limit, shards)) == (want, 0, True)
 
 
 def test_recurring_contexts_are_encoded_once_and_calls_overlap():

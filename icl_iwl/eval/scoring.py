@@ -85,6 +85,13 @@ class ItemScore:
     return out
 
 
+def chunk_size(n: int, shards: int, limit: int) -> int:
+  """Targets per shard whose logits are made at once: the largest power of
+  two that divides N with shards x it at most `limit` (or 1)."""
+  cap = max(1, limit // shards)
+  return min(n & -n, 1 << (cap.bit_length() - 1))
+
+
 def tree_mask(segments_BT: jax.Array, branches_BT: jax.Array) -> jax.Array:
   """[B, T, T]: causal within an item; a choice sees its prompt and itself."""
   same_branch = branches_BT[:, :, None] == branches_BT[:, None, :]
@@ -135,9 +142,7 @@ class Scorer:
     g, n = targets.shape
     hidden = hidden.reshape(g, -1, hidden.shape[-1])
     hidden = jnp.take_along_axis(hidden, sources[..., None], axis=1)
-    # The [G, N, V] logits are made in chunks of targets, to bound memory:
-    # C a power of two dividing N, G x C at most `logit_chunk`.
-    c = min(n & -n, max(1, self.config.logit_chunk // g))
+    c = chunk_size(n, g, self.config.logit_chunk)
 
     def chunk_logprob(args):
       h_GCD, t_GC = args
