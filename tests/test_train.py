@@ -253,3 +253,20 @@ def test_a_run_the_disk_cannot_hold_is_refused_before_the_model_loads(tmp_path, 
     loop.check_disk(config, tmp_path)
   free['bytes'] = checkpoint + 1024
   loop.check_disk(config, tmp_path)
+
+
+def test_on_cpu_each_checkpoint_is_written_before_its_pages_go_back(tmp_path, monkeypatch):
+  """With hostmem's malloc settings an asynchronous save's host copy of the
+  state would stay mapped beside the next steps' temporaries: the loop waits
+  for the save, then trims. Each trim after a save sees its step on disk."""
+  config = _config(steps=3, warmup_steps=0)
+  config.checkpoint.update(every=1, keep=10, async_save=True)
+  checkpoints = tmp_path / 'checkpoints'
+  seen = []
+  def trim():
+    seen.append(sorted(int(p.name) for p in checkpoints.glob('*') if p.name.isdigit()))
+  monkeypatch.setattr(loop.hostmem, 'active', lambda: True)
+  monkeypatch.setattr(loop.hostmem, 'trim', trim)
+  loop.train(config, tmp_path)
+  # The first step's trim (setup's pages) comes before its save.
+  assert seen == [[], [1], [1, 2], [1, 2, 3]]

@@ -254,6 +254,9 @@ def train(config: ml_collections.ConfigDict, workdir: pathlib.Path) -> dict[str,
       best_due = eval_metrics is not None and config.checkpoint.best_metric
       if done % config.checkpoint.every == 0 or done == tc.steps or stop or best_due:
         ckpt.save(done, state, data.get_state(), eval_metrics)
+        if hostmem.active():  # XLA:CPU: the save's host copy of the state
+          ckpt.wait()         # would sit beside the next steps' temporaries,
+          hostmem.trim()      # then stay mapped (hostmem.py): write, give back.
       if stop and done < tc.steps:
         break
   finally:
