@@ -123,7 +123,8 @@ def data(dataset: str, **overrides) -> ConfigDict:
 
 
 def checkpoint(**overrides) -> ConfigDict:
-  """Orbax checkpointing (checkpoints/manager.py)."""
+  """Orbax checkpointing (checkpoints/manager.py); `async_save` is ignored
+  (saves are synchronous) in a process with hostmem.py's malloc settings."""
   c = ConfigDict(dict(every=50, keep=2, best_metric='', best_mode='max',
                       async_save=True))
   c.update(overrides)

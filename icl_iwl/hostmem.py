@@ -17,9 +17,10 @@ that its resident set grows towards their sum (22.0 GB for three augmented
 fine-tuning stages of reversal_curse in one process, against 16.7-18.5 GB
 with glibc's defaults). `trim()` gives the heap's free pages back to the
 system; the training loop calls it after its first step (setup and
-compilation), around each evaluation and after each checkpoint save (which
-it then waits for: the save's host copy of the state would otherwise sit
-beside the next steps' temporaries and stay mapped), experiments between stages
+compilation), around each evaluation and after each checkpoint save, once
+it is written (saves are synchronous then: an asynchronous save's host copy
+of the state would sit beside the next steps' temporaries and stay mapped;
+docs/benchmarks.md), experiments between stages
 (benchmarks/train_step.py's worker after its warm-up), so only the step
 after one pays its page faults again (the same experiment's next three
 stages, split instead of global, peaked at 17.7 GB).

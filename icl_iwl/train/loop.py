@@ -190,9 +190,12 @@ def train(config: ml_collections.ConfigDict, workdir: pathlib.Path) -> dict[str,
   rt, base = runtime.load_host(config)
   tr = runtime.trainer(config, rt)
   data = _batches(config, rt.tok, _embedder(config, rt, base))
+  # With hostmem's malloc settings an asynchronous save's host copy of the
+  # state would sit beside the next steps' temporaries, then stay mapped:
+  # saves are written before training goes on, then trimmed (hostmem.py).
   ckpt = manager.Checkpointer(workdir / 'checkpoints', config.checkpoint.keep,
                               config.checkpoint.best_metric, config.checkpoint.best_mode,
-                              config.checkpoint.async_save)
+                              config.checkpoint.async_save and not hostmem.active())
   # 2. Restore, else start from the pretrained params.
   restored = ckpt.restore(tr.abstract_state, config=rt.model.config)
   if restored is None:
@@ -254,9 +257,7 @@ def train(config: ml_collections.ConfigDict, workdir: pathlib.Path) -> dict[str,
       best_due = eval_metrics is not None and config.checkpoint.best_metric
       if done % config.checkpoint.every == 0 or done == tc.steps or stop or best_due:
         ckpt.save(done, state, data.get_state(), eval_metrics)
-        if hostmem.active():  # XLA:CPU: the save's host copy of the state
-          ckpt.wait()         # would sit beside the next steps' temporaries,
-          hostmem.trim()      # then stay mapped (hostmem.py): write, give back.
+        hostmem.trim()  # The save's host copy of the state (see above).
       if stop and done < tc.steps:
         break
   finally:
