@@ -27,12 +27,15 @@ Each trained run's probes are scored halfway and at the end.
 
 Budget on a 2-core Xeon (embedded 270M, float32; docs/results.md): a full
 fine-tuning step of 8 x 128 tokens takes 10-25 s (the low end with nothing
-else running), LoRA a little less, and the process peaks at ~17 GB
-resident (syllogisms: 17.4 GB). `_STEPS` gives ~10 epochs of the medium
+else running), LoRA a little less. `_STEPS` gives ~10 epochs of the medium
 training sets (~7 of semantic medium's): reversals' six trained runs took 14-22 min
 each with their probe evaluations, the whole experiment ~2 h 15 min;
 syllogisms' 20-step runs ~6 min each; semantic small's (8 x 256) ~11 min
-each on a 2-core AMD EPYC, peaking at 22.2 GB resident. 'tiny' runs the
+each on a 2-core AMD EPYC (~10 s a step of 8 x 128 there). Memory: the
+process peaked at 17-22 GB resident (22.2 GB semantic small) until the
+training loop gave each checkpoint save's host copy back (d092d5b); since,
+reversals' augmented FT on the sentence split (augment, then three
+60-step runs in one process) peaked at 10.2 GB. 'tiny' runs the
 whole pipeline with a random two-layer model in a few minutes (tests).
 """
 
