@@ -255,7 +255,6 @@ def test_a_run_the_disk_cannot_hold_is_refused_before_the_model_loads(tmp_path, 
   loop.check_disk(config, tmp_path)
 
 
-
 @pytest.mark.parametrize('tuned', [True, False])
 def test_with_hostmem_settings_each_checkpoint_is_written_before_its_pages_go_back(
     tuned, tmp_path, monkeypatch):
