@@ -2,10 +2,11 @@
 
 Saves are asynchronous (unless `async_save` is False: the training loop's
 choice in a process with hostmem's malloc settings) and atomic (orbax writes
-to a temporary directory and renames it when complete), so a killed run
-never leaves a checkpoint that loads half-written; one damaged later (a full disk, a partial copy) is set
-aside on restore and the one before it is used. Kept: the last `keep` checkpoints and, if `best_metric`
-is set, the best one by that eval metric.
+to a temporary directory and renames it when complete), so a killed run never
+leaves a checkpoint that loads half-written; one damaged later (a full disk, a
+partial copy) is set aside on restore and the one before it is used. Kept: the
+last `keep` checkpoints and, if `best_metric` is set, the best one by that
+eval metric.
 """
 
 import functools
