@@ -276,5 +276,29 @@ def test_with_hostmem_settings_each_checkpoint_is_written_before_its_pages_go_ba
   monkeypatch.setattr(loop.manager, 'Checkpointer', checkpointer)
   loop.train(config, tmp_path)
   assert made == [not tuned]  # async_save
-  if tuned:  # The first step's trim (setup's pages) comes before its save.
-    assert seen == [[], [1], [1, 2], [1, 2, 3]]
+  if tuned:  # Setup's trim and the first step's come before its save.
+    assert seen == [[], [], [1], [1, 2], [1, 2, 3]]
+
+
+@pytest.mark.parametrize('resumed', [False, True])
+def test_setup_pages_go_back_before_the_first_step(resumed, tmp_path, monkeypatch):
+  """The pretrained load's or a restore's freed host copies are trimmed
+  before the first step adds its temporaries (with hostmem's settings they
+  would stay mapped beside them: a resumed 270M run peaked 13.9 GB, one run
+  through 9.8 GB)."""
+  config = _config(steps=3, warmup_steps=0)
+  config.checkpoint.every = 1
+  if resumed:
+    config.train.steps = 2
+    loop.train(config, tmp_path)
+    config.train.steps = 3
+  events, run = [], loop.runtime.Trainer.run
+  def step(self, *args):
+    events.append('step')
+    return run(self, *args)
+  monkeypatch.setattr(loop.runtime.Trainer, 'run', step)
+  monkeypatch.setattr(loop.hostmem, 'trim', lambda: events.append('trim'))
+  loop.train(config, tmp_path)
+  steps = 1 if resumed else 3
+  assert events[:3] == ['trim', 'step', 'trim']
+  assert events.count('step') == steps
