@@ -37,6 +37,13 @@ training loop gave each checkpoint save's host copy back (d092d5b); since,
 reversals' augmented FT on the sentence split (augment, then three
 60-step runs in one process) peaked at 10.2 GB. 'tiny' runs the
 whole pipeline with a random two-layer model in a few minutes (tests).
+
+get_sweep(arg): the same stages as a sweep, one run (and process) each,
+e.g. to give every cell its own machine; the report reads either layout:
+
+    python -m launch.sweep --config=configs/lampinen.py:reversals \
+        --root=/tmp/lampinen_sweep/reversals   # <root>/order=<stage>/<stage>
+    python -m icl_iwl.report --root=/tmp/lampinen_sweep --out=/tmp/report
 """
 
 import pathlib
@@ -104,3 +111,9 @@ def get_config(arg: str | None = None):
   c.order = tuple(stages)
   c.stages = config_lib.ConfigDict(stages)
   return c
+
+
+def get_sweep(arg: str | None = None) -> list[dict[str, tuple[str, ...]]]:
+  """One run per stage of get_config(arg), in its order (launch/sweep.py
+  runs them in turn, so augment comes before the runs that train on it)."""
+  return [{'order': (stage,)} for stage in get_config(arg).order]

@@ -17,6 +17,7 @@ sys.path.insert(0, str(_REPO))  # launch/ is run from the checkout, not installe
 from launch import sweep  # noqa: E402  pylint: disable=g-import-not-at-top
 
 _FINETUNE = _REPO / 'configs' / 'finetune.py'
+_LAMPINEN = _REPO / 'configs' / 'lampinen.py'
 _TPU_VM = _REPO / 'launch' / 'tpu_vm.sh'
 _TINY = ('c.eval.every = 0', 'c.checkpoint.async_save = False',
          'c.train.update(batch_size=2, seq_len=64)')
@@ -183,6 +184,30 @@ def test_preempted_runs_stop_the_sweep_and_resume_on_rerun(tmp_path, monkeypatch
   ran.clear()
   sweep.execute('c.py', runs, tmp_path)
   assert ran == ['train.steps=2']  # Still "preempted" in this fake: stops again.
+
+
+@pytest.mark.e2e
+def test_the_lampinen_experiment_runs_as_a_sweep_of_its_stages(tmp_path, monkeypatch):
+  """configs/lampinen.py's sweep: a run per stage, in the experiment's order
+  (augment before the runs that train on it); a run is the experiment cut
+  to its stage, in <root>/order=<stage>/<stage>, where the report finds it."""
+  config = f'{_LAMPINEN}:reversals,augmented,tiny'
+  experiment, runs = sweep.load(config)
+  sweep.check(experiment, runs)
+  planned = sweep.plan(runs, tmp_path)
+  assert [r.name for r in planned] == [f'order={s}' for s in experiment.order]
+  assert experiment.order.index('augment') < experiment.order.index('aug_s0')
+  monkeypatch.setenv('JAX_PLATFORMS', 'cpu')
+  monkeypatch.setenv('XLA_FLAGS', os.environ['XLA_FLAGS'] +
+                     ' --xla_force_host_platform_device_count=1')
+  index = sweep.execute(config, planned[:1], tmp_path)
+  assert index['order=icl']['status'] == 'done'
+  from icl_iwl import report  # pylint: disable=g-import-not-at-top
+  found = [p.relative_to(tmp_path) for p in report.runs(tmp_path)]
+  assert pathlib.Path('order=icl/icl') in found
+  assert not [p for p in found if p.name.startswith(('ft_', 'lora_', 'aug'))]
+  methods = {s.method for s in report.scores(tmp_path / 'order=icl' / 'icl')}
+  assert methods == {'random, no context', 'random: ICL (paper)'}  # tiny: random model
 
 
 @pytest.mark.e2e
