@@ -23,8 +23,10 @@ import functools
 import importlib.util
 import pathlib
 import re
+import sys
 from typing import Any, Iterable, Sequence
 
+from absl import flags
 import ml_collections
 
 from icl_iwl import errors
@@ -286,6 +288,28 @@ def bad_override(config: ConfigDict, argv: list[str]) -> str | None:
       node = node[key]
       walked.append(key)
   return None
+
+
+def parse_flags(argv: list[str]) -> list[str]:
+  """absl's flag parsing for a command with --config (`app.run(...,
+  flags_parser=parse_flags)`), with config-key errors turned into one clear
+  line on stderr and exit status 2."""
+  try:
+    return flags.FLAGS(argv)
+  except flags.Error as e:
+    message = str(e)
+  except (KeyError, AttributeError, ValueError) as e:
+    message = str(e).strip('\'"')
+  config_file = next((a.split('=', 1)[1] for a in argv if a.startswith('--config=')), None)
+  if config_file:
+    try:
+      message = bad_override(load_file(config_file), argv) or message
+    except errors.UserError as e:  # From get_config(arg): without the traceback
+      message = str(e)             # that config_flags wraps around it.
+    except Exception:  # pylint: disable=broad-except  # Report the first error.
+      pass
+  print(f'FATAL: {message}\nPass --help for usage.', file=sys.stderr)
+  sys.exit(2)
 
 
 # Checks ---------------------------------------------------------------------

@@ -63,26 +63,6 @@ _ALLOW_CHANGED = flags.DEFINE_bool(
 flags.mark_flags_as_required(['config', 'workdir'])
 
 
-def _parse(argv: list[str]) -> list[str]:
-  """absl's flag parsing, with config-key errors turned into one clear line."""
-  try:
-    return flags.FLAGS(argv)
-  except flags.Error as e:
-    message = str(e)
-  except (KeyError, AttributeError, ValueError) as e:
-    message = str(e).strip('\'"')
-  config_file = next((a.split('=', 1)[1] for a in argv if a.startswith('--config=')), None)
-  if config_file:
-    try:
-      message = config_lib.bad_override(config_lib.load_file(config_file), argv) or message
-    except errors.UserError as e:  # From get_config(arg): without the traceback
-      message = str(e)             # that config_flags wraps around it.
-    except Exception:  # pylint: disable=broad-except  # Report the first error.
-      pass
-  print(f'FATAL: {message}\nPass --help for usage.', file=sys.stderr)
-  sys.exit(2)
-
-
 _QUIET = tuple(f'{os.sep}{name}{os.sep}' for name in ('orbax', 'tensorflow_datasets'))
 
 
@@ -127,4 +107,4 @@ def main(argv: list[str]) -> None:
 
 
 if __name__ == '__main__':
-  app.run(errors.main_wrapper(main), flags_parser=_parse)
+  app.run(errors.main_wrapper(main), flags_parser=config_lib.parse_flags)

@@ -45,14 +45,6 @@ from icl_iwl import config_lib  # noqa: E402
 from icl_iwl import errors  # noqa: E402
 from icl_iwl import runtime  # noqa: E402
 
-_CONFIG = config_flags.DEFINE_config_file(
-    'config', None, 'A training config, path[:arg].', lock_config=True)
-flags.DEFINE_integer('devices', 8, 'Fake CPU devices to plan for (the slice size).')
-_PEAK = flags.DEFINE_float(
-    'peak_tflops', 197.0, 'Per-device peak TFLOP/s of the target (v5e: 197).')
-_TABLE = flags.DEFINE_string(
-    'table', '', 'A preset: print its table of TABLE_ROWS instead of one plan.')
-
 # (FSDP size, tensor size, LoRA rank, compute dtype, remat) of each table
 # row; it uses FSDP x tensor devices. Batch 8 splits over FSDP only, so 16
 # devices are FSDP 8 x tensor 2.
@@ -135,16 +127,32 @@ def table(config: ml_collections.ConfigDict, preset: str) -> list[str]:
   return lines
 
 
+FLAGS = flags.FLAGS
+
+
+def define_flags() -> None:
+  """The command's flags (defined only when run, so the module imports
+  beside icl_iwl.main, which has its own --config)."""
+  config_flags.DEFINE_config_file(
+      'config', None, 'A training config, path[:arg].', lock_config=True)
+  flags.DEFINE_integer('devices', 8, 'Fake CPU devices to plan for (the slice size).')
+  flags.DEFINE_float(
+      'peak_tflops', 197.0, 'Per-device peak TFLOP/s of the target (v5e: 197).')
+  flags.DEFINE_string(
+      'table', '', 'A preset: print its table of TABLE_ROWS instead of one plan.')
+
+
 def main(argv: list[str]) -> None:
   del argv
-  config = _CONFIG.value
-  if _TABLE.value:
-    print('\n'.join(['', *table(config, _TABLE.value)]))
+  config = FLAGS.config
+  if FLAGS.table:
+    print('\n'.join(['', *table(config, FLAGS.table)]))
     return
   config_lib.validate(config, jax.device_count())
-  result = plan(config, peak_tflops=_PEAK.value)
+  result = plan(config, peak_tflops=FLAGS.peak_tflops)
   print(json.dumps(result, indent=2))
 
 
 if __name__ == '__main__':
-  app.run(errors.main_wrapper(main))
+  define_flags()
+  app.run(errors.main_wrapper(main), flags_parser=config_lib.parse_flags)

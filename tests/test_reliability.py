@@ -322,6 +322,27 @@ def test_bad_input_is_one_line_before_any_model_loads(tmp_path, args, message):
   assert not (tmp_path / 'w' / 'config.json').exists()
 
 
+def test_plan_refuses_a_misspelt_key_in_one_line():
+  """icl_iwl.plan parses its flags as icl_iwl.main does (config_lib.parse_flags)."""
+  out = subprocess.run(
+      [sys.executable, '-m', 'icl_iwl.plan', '--config=configs/finetune.py:reversals',
+       '--config.trian.steps=3'], env=dict(os.environ, JAX_PLATFORMS='cpu'),
+      capture_output=True, text=True, cwd=_ROOT, timeout=600)
+  assert out.returncode == 2, out.stderr[-2000:]
+  assert out.stderr.startswith("FATAL: Unknown config key 'trian' in --config.trian.steps=3 "
+                               "(under the config). Did you mean train?"), out.stderr[-2000:]
+  assert 'Traceback' not in out.stderr
+
+
+def test_the_commands_import_side_by_side():
+  """Each command defines its flags only when run (a test or notebook may
+  import several; icl_iwl.main's --config would clash with another's)."""
+  # pylint: disable=g-import-not-at-top,unused-import
+  from icl_iwl import main  # noqa: F401
+  from icl_iwl import plan  # noqa: F401
+  from icl_iwl import report  # noqa: F401
+
+
 def test_a_workdir_belongs_to_one_run(tmp_path):
   old = _finetune()
   workdir_lib.claim(tmp_path, old)
