@@ -284,8 +284,8 @@ def test_with_hostmem_settings_each_checkpoint_is_written_before_its_pages_go_ba
 def test_setup_pages_go_back_before_the_first_step(resumed, tmp_path, monkeypatch):
   """The pretrained load's or a restore's freed host copies are trimmed
   before the first step adds its temporaries (with hostmem's settings they
-  would stay mapped beside them: a resumed 270M run peaked 13.9 GB, one run
-  through 9.8 GB)."""
+  would stay mapped beside them: a resumed 270M run peaked 13.9 GB, 9.3 GB
+  with the trim, 9.8 GB run through)."""
   config = _config(steps=3, warmup_steps=0)
   config.checkpoint.every = 1
   if resumed:
