@@ -39,7 +39,9 @@ reversals' augmented FT on the sentence split (augment, then three
 whole pipeline with a random two-layer model in a few minutes (tests).
 
 get_sweep(arg): the same stages as a sweep, one run (and process) each,
-e.g. to give every cell its own machine; the report reads either layout:
+in the same order (with --tpu each in turn on the slice; runs on several
+machines must share the data dir, where augment writes the dataset the
+aug_s<k> runs train on); the report reads either layout:
 
     python -m launch.sweep --config=configs/lampinen.py:reversals \
         --root=/tmp/lampinen_sweep/reversals   # <root>/order=<stage>/<stage>
