@@ -17,7 +17,8 @@ that its resident set grows towards their sum (22.0 GB for three augmented
 fine-tuning stages of reversal_curse in one process, against 16.7-18.5 GB
 with glibc's defaults). `trim()` gives the heap's free pages back to the
 system; the training loop calls it after setup (the pretrained load or
-a checkpoint's restore), after its first step (compilation), around each
+a checkpoint's restore, the evaluator's), after its first step
+(compilation), around each
 evaluation and after each checkpoint save, once
 it is written (saves are synchronous then: an asynchronous save's host copy
 of the state would sit beside the next steps' temporaries and stay mapped;
