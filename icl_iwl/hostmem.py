@@ -18,14 +18,13 @@ fine-tuning stages of reversal_curse in one process, against 16.7-18.5 GB
 with glibc's defaults). `trim()` gives the heap's free pages back to the
 system; the training loop calls it after setup (the pretrained load or
 a checkpoint's restore, the evaluator's), after its first step
-(compilation), around each
-evaluation and after each checkpoint save, once
+(compilation), around each evaluation and after each checkpoint save, once
 it is written (saves are synchronous then: an asynchronous save's host copy
 of the state would sit beside the next steps' temporaries and stay mapped;
-docs/benchmarks.md), experiments between stages
-(benchmarks/train_step.py's worker after its warm-up), so only the step
-after one pays its page faults again (the same experiment's next three
-stages, split instead of global, peaked at 17.7 GB).
+docs/benchmarks.md), experiments between stages (benchmarks/train_step.py's
+worker after its warm-up), so only the step after one pays its page faults
+again (the same experiment's next three stages, split instead of global,
+peaked at 17.7 GB).
 
 glibc reads these settings (GLIBC_TUNABLES) only when a process starts, so
 `restart_with_tunables` starts the command again with them, once, before the
